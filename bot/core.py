@@ -1,0 +1,732 @@
+"""The channel-neutral core: message types, the flow/handler registry and the dispatcher.
+
+A channel adapter turns a platform update into an :class:`Inbound` and hands it to
+:meth:`Dispatcher.handle`. The dispatcher resolves the person, drops duplicate updates, takes the
+conversation's lock, runs one database unit for the event and routes it (button payload → its
+handler, command → its entry point, anything else → the active workflow step). Workflow steps
+return a :class:`Step`; they never send anything themselves. After the unit commits, the
+:class:`Outbound` messages go to the adapters of every recipient.
+
+This module imports neither ``telegram`` nor ``aiohttp`` (a test checks it)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bot.config import Settings
+from bot.i18n import Translator
+from storage import audit
+from storage.db import Database
+from storage.models import (
+    ChannelIdentity,
+    Conversation,
+    Person,
+    PersonStatus,
+    ProcessedUpdate,
+    School,
+    SentMessage,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+class ChannelName(StrEnum):
+    TELEGRAM = "telegram"
+    ZALO_OA = "zalo_oa"
+    ZALO_BOT = "zalo_bot"
+    WEB = "web"
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A shared phone contact. ``user_id`` is the platform id of the contact's owner, if known."""
+
+    phone: str
+    user_id: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """An attachment already fetched into the media store (platform file ids never reach the core).
+
+    ``error`` is set instead of ``path`` when it could not be fetched (``too_big``, ``failed``)."""
+
+    kind: str  # photo | video | voice | audio | document | video_note
+    path: str | None
+    mime: str = ""
+    size: int = 0
+    sha256: str = ""
+    file_name: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    channel: str
+    user_id: str
+    chat_id: str
+    update_key: str
+    text: str | None = None
+    command: str | None = None
+    args: str = ""
+    payload: str | None = None
+    contact: Contact | None = None
+    location: tuple[float, float] | None = None
+    files: tuple[FileRef, ...] = ()
+    message_id: str | None = None
+    display_name: str = ""
+    language: str | None = None
+    forwarded: bool = False
+    at: datetime = field(default_factory=utcnow)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.text or self.command or self.payload or self.contact or self.location or self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    label: str
+    payload: str
+
+    def __post_init__(self) -> None:
+        if len(self.payload.encode()) > 64:
+            raise ValueError(f"button payload over 64 bytes: {self.payload[:20]}…")
+
+
+Keyboard = tuple[tuple[Button, ...], ...]
+
+
+def keyboard(*rows: Sequence[Button] | Button, per_row: int | None = None) -> Keyboard:
+    """Build rows; a flat list of buttons is wrapped ``per_row`` to a row."""
+    flat = [b for b in rows if isinstance(b, Button)]
+    if flat and len(flat) == len(rows):
+        n = per_row or 1
+        return tuple(tuple(flat[i:i + n]) for i in range(0, len(flat), n))
+    return tuple(tuple(r) if not isinstance(r, Button) else (r,) for r in rows)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    channel: str
+    chat_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutFile:
+    kind: str  # photo | video | document
+    path: str
+    file_name: str = ""
+    mime: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to show one person (channel-neutral). ``text`` is safe HTML (see bot.i18n)."""
+
+    text: str
+    buttons: Keyboard = ()
+    file: OutFile | None = None
+    protect: bool = False
+    ask_contact: str | None = None  # label of a one-tap "share my phone number" button
+    remove_keyboard: bool = False
+    track: tuple[str, str] | None = None  # (ref_kind, ref_id): remember where it was sent
+    delete_after: int | None = None  # seconds; the message is deleted from the chat then
+    edit: MessageRef | None = None  # edit this message instead of sending a new one
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    channel: str
+    chat_id: str
+    reply: Reply
+    person_id: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps, flows, handlers
+# ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Step:
+    """What a workflow step (or a handler) decided.
+
+    * ``goto(state, ...)`` moves to the next state; ``stay(...)`` keeps the state (validation error
+      or re-prompt); ``done(...)`` ends the workflow; ``start_flow(name)`` starts another one."""
+
+    replies: list[Reply] = field(default_factory=list)
+    next: str | None = None
+    end: bool = False
+    start: str | None = None
+
+    @classmethod
+    def goto(cls, state: str, *replies: Reply) -> Step:
+        return cls(list(replies), next=state)
+
+    @classmethod
+    def stay(cls, *replies: Reply) -> Step:
+        return cls(list(replies))
+
+    @classmethod
+    def done(cls, *replies: Reply) -> Step:
+        return cls(list(replies), end=True)
+
+    @classmethod
+    def start_flow(cls, name: str, *replies: Reply) -> Step:
+        return cls(list(replies), start=name)
+
+
+StepFn = Callable[["Ctx", Inbound], Step]
+StartFn = Callable[["Ctx"], Step]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One workflow: an entry point and a table of states (see ``bot/flows/profile.py``)."""
+
+    name: str
+    title: str  # msgid, shown on the menu button
+    start: StartFn
+    states: Mapping[str, StepFn]
+    command: str | None = None
+    description: str = ""  # msgid, for /trogiup
+    roles: frozenset[str] | None = None  # None: every linked, active person
+    order: int = 100
+    in_menu: bool = True
+    icon: str = ""
+
+    def allowed(self, person: Person) -> bool:
+        return self.roles is None or any(r in self.roles for r in person.roles)
+
+
+HandlerFn = Callable[["Ctx"], Step]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """An entry point that is not a workflow: a command and/or a payload namespace."""
+
+    fn: HandlerFn
+    commands: tuple[str, ...] = ()
+    prefix: str | None = None  # payload namespace, e.g. "ap" for "ap:12:ok"
+    allow_unlinked: bool = False
+    roles: frozenset[str] | None = None
+    description: str = ""  # msgid for /trogiup
+    order: int = 100
+
+
+class Registry:
+    """Flows (auto-discovered from ``bot.flows``) and handlers (from ``bot.handlers``)."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, Flow] = {}
+        self.handlers: list[Handler] = []
+        self._by_command: dict[str, Handler | Flow] = {}
+        self._by_prefix: dict[str, Handler] = {}
+        self.on_contact: HandlerFn | None = None
+        self.on_unlinked: HandlerFn | None = None
+        self.on_idle: HandlerFn | None = None
+        self.on_unknown_command: HandlerFn | None = None
+
+    def add_flow(self, flow: Flow) -> None:
+        if flow.name in self.flows:
+            raise ValueError(f"duplicate flow {flow.name}")
+        self.flows[flow.name] = flow
+        if flow.command:
+            self._claim(flow.command, flow)
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+        for c in handler.commands:
+            self._claim(c, handler)
+        if handler.prefix:
+            if handler.prefix in self._by_prefix or handler.prefix == "c":
+                raise ValueError(f"payload prefix {handler.prefix!r} taken")
+            self._by_prefix[handler.prefix] = handler
+
+    def _claim(self, command: str, target: Handler | Flow) -> None:
+        if command in self._by_command:
+            raise ValueError(f"command /{command} registered twice")
+        self._by_command[command] = target
+
+    def command(self, name: str) -> Handler | Flow | None:
+        return self._by_command.get(name)
+
+    def payload_handler(self, payload: str) -> Handler | None:
+        return self._by_prefix.get(payload.split(":", 1)[0])
+
+    def flows_for(self, person: Person) -> list[Flow]:
+        return sorted((f for f in self.flows.values() if f.allowed(person)), key=lambda f: (f.order, f.name))
+
+    def commands_for(self, person: Person | None) -> list[tuple[str, str]]:
+        """(command, description msgid) pairs this person may use, for help and setMyCommands."""
+        out: list[tuple[int, str, str]] = []
+        for h in self.handlers:
+            if h.description and h.commands and (person is None or h.roles is None
+                                                 or any(r in h.roles for r in person.roles)):
+                out.append((h.order, h.commands[0], h.description))
+        for f in self.flows.values():
+            if f.command and (person is None or f.allowed(person)):
+                out.append((f.order, f.command, f.description or f.title))
+        return [(c, d) for _, c, d in sorted(out)]
+
+    def discover(self, flows_package: str = "bot.flows", handlers_package: str = "bot.handlers") -> Registry:
+        for pkg_name, attr in ((handlers_package, "register"), (flows_package, "FLOW")):
+            pkg = importlib.import_module(pkg_name)
+            for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+                if mod.name.startswith("_"):
+                    continue
+                module = importlib.import_module(f"{pkg_name}.{mod.name}")
+                obj = getattr(module, attr, None)
+                if obj is None:
+                    continue
+                if attr == "FLOW":
+                    self.add_flow(obj)
+                else:
+                    obj(self)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Context given to steps and handlers
+# ---------------------------------------------------------------------------------------------
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """Dependencies handed to steps and handlers (no globals)."""
+
+    settings: Settings
+    registry: Registry
+    clock: Clock = field(default_factory=SystemClock)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Ctx:
+    session: Session
+    services: Services
+    inbound: Inbound
+    person: Person | None
+    school: School | None
+    tr: Translator
+    now: datetime
+    conversation: Conversation | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    outbox: list[Outbound] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def registry(self) -> Registry:
+        return self.services.registry
+
+    def t(self, msgid: str, /, **values: Any) -> str:
+        return self.tr.t(msgid, **values)
+
+    def today(self) -> date:
+        return self.now.astimezone(self.tr.tz).date()
+
+    def local_now(self) -> datetime:
+        return self.now.astimezone(self.tr.tz)
+
+    def audit(self, action: str, subject: str = "", **details: Any) -> None:
+        audit.record(self.session, action=action, school_id=self.school.id if self.school else None,
+                     actor_id=self.person.id if self.person else None, channel=self.inbound.channel,
+                     subject=subject, details=details, at=self.now)
+
+    def translator_for(self, person: Person) -> Translator:
+        return Translator(person.locale or self.settings.default_locale, self.tr.tz)
+
+    def send_to(self, person: Person, make: Callable[[Translator], Reply] | Reply) -> bool:
+        """Queue a message for another person on their preferred channel. False if unreachable."""
+        reply = make(self.translator_for(person)) if callable(make) else make
+        dests = destinations(self.session, person)
+        if not dests:
+            log.info("person %s has no linked channel; message not sent", person.id)
+            return False
+        ch, chat = dests[0]
+        self.outbox.append(Outbound(ch, chat, reply, person.id))
+        return True
+
+
+def destinations(session: Session, person: Person) -> list[tuple[str, str]]:
+    """Active channel identities of a person, preferred channel first."""
+    if not person.is_active:
+        return []
+    rows = session.exec(select(ChannelIdentity).where(ChannelIdentity.person_id == person.id,
+                                                      col(ChannelIdentity.active).is_(True))
+                        .order_by(col(ChannelIdentity.last_seen_at).desc(), col(ChannelIdentity.id))).all()
+    pref = person.preferred_channel
+    rows = sorted(rows, key=lambda r: 0 if r.channel == pref else 1)
+    return [(r.channel, r.chat_id) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending
+# ---------------------------------------------------------------------------------------------
+class ChannelAdapter(Protocol):
+    name: str
+
+    async def send(self, out: Outbound) -> str | None:
+        """Send; return the platform message id (or None if it has none)."""
+        ...
+
+    async def edit(self, ref: MessageRef, reply: Reply) -> bool: ...
+
+    async def delete(self, ref: MessageRef) -> bool: ...
+
+
+class Sender:
+    """Hands outbound messages to the adapters and remembers tracked ones."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.adapters: dict[str, ChannelAdapter] = {}
+
+    def register(self, adapter: ChannelAdapter) -> None:
+        self.adapters[adapter.name] = adapter
+
+    async def deliver(self, outbox: Iterable[Outbound], now: datetime | None = None) -> list[str | None]:
+        ids: list[str | None] = []
+        tracked: list[SentMessage] = []
+        for out in outbox:
+            adapter = self.adapters.get(out.channel)
+            if adapter is None:
+                log.warning("no adapter for channel %s; message to chat dropped", out.channel)
+                ids.append(None)
+                continue
+            try:
+                if out.reply.edit is not None:
+                    ok = await adapter.edit(out.reply.edit, out.reply)
+                    ids.append(out.reply.edit.message_id if ok else None)
+                    continue
+                mid = await adapter.send(out)
+            except Exception:  # an adapter failure must not lose the others
+                log.exception("sending on %s failed", out.channel)
+                ids.append(None)
+                continue
+            ids.append(mid)
+            r = out.reply
+            if mid is not None and (r.track or r.delete_after):
+                sent_at = now or utcnow()
+                tracked.append(SentMessage(
+                    channel=out.channel, chat_id=out.chat_id, message_id=str(mid), person_id=out.person_id,
+                    ref_kind=r.track[0] if r.track else "ephemeral", ref_id=r.track[1] if r.track else "",
+                    sent_at=sent_at,
+                    delete_at=sent_at + timedelta(seconds=r.delete_after) if r.delete_after else None))
+        if tracked:
+            def _save(s: Session) -> None:
+                for row in tracked:
+                    s.add(row)
+            await self.db.run(_save)
+        return ids
+
+
+class KeyedLocks:
+    """One asyncio lock per conversation, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    async def __call__(self, key: tuple[str, str], fn: Callable[[], Awaitable[Any]]) -> Any:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await fn()
+        finally:
+            lock2, n = self._locks[key]
+            if n <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock2, n - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dispatcher
+# ---------------------------------------------------------------------------------------------
+CHOICE = "c"  # payload namespace of buttons that answer the active workflow step: "c:<value>"
+
+
+def choice(label: str, value: str) -> Button:
+    return Button(label, f"{CHOICE}:{value}")
+
+
+def choice_value(msg: Inbound) -> str | None:
+    """The value of a tapped step button (``c:<value>``), or None."""
+    if msg.payload and msg.payload.startswith(CHOICE + ":"):
+        return msg.payload[len(CHOICE) + 1:]
+    return None
+
+
+@dataclass
+class _Result:
+    outbox: list[Outbound]
+    duplicate: bool = False
+
+
+class Dispatcher:
+    def __init__(self, db: Database, services: Services, sender: Sender) -> None:
+        self.db = db
+        self.services = services
+        self.sender = sender
+        self.locks = KeyedLocks()
+        self.processed = 0
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    async def handle(self, msg: Inbound) -> list[Outbound]:
+        """Process one inbound event end to end; return what was sent (for tests and adapters)."""
+        async def run() -> list[Outbound]:
+            try:
+                result = await self.db.run(lambda s: self._process(s, msg))
+            except IntegrityError:
+                # A concurrent delivery of the same update won the race: it is a duplicate.
+                log.info("duplicate update %s/%s dropped (race)", msg.channel, msg.update_key)
+                return []
+            except Exception:
+                log.exception("event on %s failed; answering with an apology", msg.channel)
+                result = await self.db.run(lambda s: self._failed(s, msg))
+            if result.duplicate:
+                return []
+            self.processed += 1
+            await self.sender.deliver(result.outbox)
+            return result.outbox
+
+        return await self.locks((msg.channel, msg.chat_id), run)
+
+    # -- one unit of work ----------------------------------------------------------------------
+    def _mark(self, s: Session, msg: Inbound) -> bool:
+        """Record the update as processed; False if it already was."""
+        exists = s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,
+                                                         ProcessedUpdate.update_key == msg.update_key)).first()
+        if exists is not None:
+            return False
+        s.add(ProcessedUpdate(channel=msg.channel, update_key=msg.update_key))
+        return True
+
+    def _resolve(self, s: Session, msg: Inbound) -> tuple[ChannelIdentity | None, Person | None, School | None]:
+        ident = s.exec(select(ChannelIdentity).where(ChannelIdentity.channel == msg.channel,
+                                                     ChannelIdentity.external_id == msg.user_id,
+                                                     col(ChannelIdentity.active).is_(True))).first()
+        if ident is None:
+            return None, None, None
+        person = s.get(Person, ident.person_id)
+        if person is None or person.status != PersonStatus.ACTIVE:
+            return ident, None, None
+        return ident, person, s.get(School, person.school_id)
+
+    def make_ctx(self, s: Session, msg: Inbound, person: Person | None, school: School | None) -> Ctx:
+        locale = (person.locale if person else None) or self.settings.default_locale
+        return Ctx(session=s, services=self.services, inbound=msg, person=person, school=school,
+                   tr=Translator(locale, self.settings.tz), now=self.services.clock.now())
+
+    def _failed(self, s: Session, msg: Inbound) -> _Result:
+        if not self._mark(s, msg):
+            return _Result([], duplicate=True)
+        ident, person, _school = self._resolve(s, msg)
+        tr = Translator((person.locale if person else None) or self.settings.default_locale, self.settings.tz)
+        text = tr.t("Sorry, something went wrong on our side. Nothing you entered was lost; "
+                    "please try again, or type /huy to start over.")
+        return _Result([Outbound(msg.channel, msg.chat_id, Reply(text), person.id if person else None)])
+
+    def _process(self, s: Session, msg: Inbound) -> _Result:
+        if not self._mark(s, msg):
+            log.info("duplicate update %s/%s dropped", msg.channel, msg.update_key)
+            return _Result([], duplicate=True)
+        ident, person, school = self._resolve(s, msg)
+        ctx = self.make_ctx(s, msg, person, school)
+        reg = self.services.registry
+        if ident is not None and person is not None:
+            ident.last_seen_at = ctx.now
+            if ident.chat_id != msg.chat_id:
+                ident.chat_id = msg.chat_id
+            s.add(ident)
+
+        if person is None:
+            step = self._unlinked(ctx, msg)
+            # Linking may have happened in this step: greet by the person just linked.
+            self._emit(ctx, step.replies)
+            return _Result(ctx.outbox)
+
+        conv = s.exec(select(Conversation).where(Conversation.channel == msg.channel,
+                                                 Conversation.chat_id == msg.chat_id)).first()
+        if conv is None:
+            conv = Conversation(channel=msg.channel, chat_id=msg.chat_id, person_id=person.id)
+            s.add(conv)
+        elif conv.person_id != person.id:
+            conv.person_id, conv.flow, conv.state, conv.data = person.id, None, None, {}
+        ctx.conversation = conv
+        ctx.data = dict(conv.data or {})
+        replies: list[Reply] = []
+
+        if conv.flow and conv.expires_at and conv.expires_at < ctx.now:
+            flow = reg.flows.get(conv.flow)
+            replies.append(Reply(ctx.t("Your unfinished “{flow}” was set aside after a long pause. "
+                                       "Let's start again.", flow=ctx.t(flow.title) if flow else conv.flow)))
+            self._clear(conv)
+            ctx.data = {}
+
+        if msg.text and len(msg.text) > self.settings.max_text_length:
+            replies.append(Reply(ctx.t("That message is too long ({n} characters; at most {max}). "
+                                       "Please send it in shorter parts.",
+                                       n=ctx.tr.number(len(msg.text)),
+                                       max=ctx.tr.number(self.settings.max_text_length))))
+            self._emit(ctx, replies)
+            return _Result(ctx.outbox)
+
+        step = self._route(ctx, conv, msg)
+        replies.extend(self._apply(ctx, conv, step))
+        self._emit(ctx, replies)
+        return _Result(ctx.outbox)
+
+    def _unlinked(self, ctx: Ctx, msg: Inbound) -> Step:
+        reg = self.services.registry
+        if msg.contact is not None and reg.on_contact is not None:
+            return reg.on_contact(ctx)
+        if msg.command:
+            target = reg.command(msg.command)
+            if isinstance(target, Handler) and target.allow_unlinked:
+                return target.fn(ctx)
+        if reg.on_unlinked is not None:
+            return reg.on_unlinked(ctx)
+        return Step.stay(Reply(ctx.t("You are not linked to a school yet.")))
+
+    def _route(self, ctx: Ctx, conv: Conversation, msg: Inbound) -> Step:
+        reg = self.services.registry
+        person = ctx.person
+        assert person is not None
+        if msg.payload is not None:
+            handler = reg.payload_handler(msg.payload)
+            if handler is not None:
+                if handler.roles is not None and not person.has_role(*handler.roles):
+                    return Step.stay(Reply(ctx.t("This action is not available for your role.")))
+                return handler.fn(ctx)
+            if msg.payload.startswith(CHOICE + ":") and conv.flow:
+                return self._step(ctx, conv, msg)
+            return Step.stay(Reply(ctx.t("That button is no longer valid. Here is the menu again.")),
+                             *self._menu(ctx))
+        if msg.command:
+            target = reg.command(msg.command)
+            if isinstance(target, Flow):
+                return Step.start_flow(target.name)
+            if isinstance(target, Handler):
+                if target.roles is not None and not person.has_role(*target.roles):
+                    return Step.stay(Reply(ctx.t("This command is not available for your role.")))
+                return target.fn(ctx)
+            if reg.on_unknown_command is not None:
+                return reg.on_unknown_command(ctx)
+            return Step.stay(Reply(ctx.t("I don't know the command /{command}. Type /trogiup to see "
+                                         "what you can do.", command=msg.command)))
+        if msg.contact is not None and not conv.flow and reg.on_contact is not None:
+            return reg.on_contact(ctx)
+        if conv.flow:
+            return self._step(ctx, conv, msg)
+        if reg.on_idle is not None:
+            return reg.on_idle(ctx)
+        return Step.stay(*self._menu(ctx))
+
+    def _step(self, ctx: Ctx, conv: Conversation, msg: Inbound) -> Step:
+        flow = self.services.registry.flows.get(conv.flow or "")
+        if flow is None or conv.state not in flow.states:
+            self._clear(conv)
+            return Step.stay(*self._menu(ctx))
+        if ctx.person is not None and not flow.allowed(ctx.person):
+            self._clear(conv)
+            return Step.done(Reply(ctx.t("You no longer have access to this workflow.")))
+        return flow.states[conv.state](ctx, msg)
+
+    def _menu(self, ctx: Ctx) -> list[Reply]:
+        from bot.handlers.menu import menu_reply  # the menu lives with the handlers
+
+        return [menu_reply(ctx)]
+
+    def _apply(self, ctx: Ctx, conv: Conversation, step: Step, depth: int = 0) -> list[Reply]:
+        replies = list(step.replies)
+        if step.start is not None and depth < 3:
+            flow = self.services.registry.flows.get(step.start)
+            assert ctx.person is not None
+            if flow is None or not flow.allowed(ctx.person):
+                replies.append(Reply(ctx.t("This workflow is not available for your role.")))
+                return replies
+            if conv.flow and conv.flow != flow.name:
+                old = self.services.registry.flows.get(conv.flow)
+                replies.append(Reply(ctx.t("Your unfinished “{flow}” was cancelled.",
+                                           flow=ctx.t(old.title) if old else conv.flow)))
+            self._clear(conv)
+            conv.flow = flow.name
+            ctx.data = {}
+            first = flow.start(ctx)
+            if first.next is None and not first.end and first.start is None:
+                raise RuntimeError(f"flow {flow.name}: start must goto a state or end")
+            replies.extend(self._apply(ctx, conv, first, depth + 1))
+            return replies
+        if step.end:
+            self._clear(conv)
+            ctx.data = {}
+        elif step.next is not None:
+            flow = self.services.registry.flows.get(conv.flow or "")
+            if flow is None or step.next not in flow.states:
+                raise RuntimeError(f"unknown state {step.next!r} in flow {conv.flow!r}")
+            conv.state = step.next
+        if conv.flow:
+            conv.data = dict(ctx.data)
+            conv.updated_at = ctx.now
+            conv.expires_at = ctx.now + timedelta(hours=self.settings.conversation_ttl_hours)
+        return replies
+
+    @staticmethod
+    def _clear(conv: Conversation) -> None:
+        conv.flow, conv.state, conv.data, conv.expires_at = None, None, {}, None
+
+    @staticmethod
+    def _emit(ctx: Ctx, replies: Iterable[Reply]) -> None:
+        msg = ctx.inbound
+        pid = ctx.person.id if ctx.person else None
+        ctx.outbox[:0] = [Outbound(msg.channel, msg.chat_id, r, pid) for r in replies]
+
+
+def load_registry() -> Registry:
+    return Registry().discover()
+
+
+__all__ = [
+    "Button", "ChannelAdapter", "ChannelName", "Clock", "Contact", "Ctx", "Dispatcher", "FileRef", "Flow",
+    "Handler", "Inbound", "Keyboard", "MessageRef", "OutFile", "Outbound", "Registry", "Reply", "Sender",
+    "Services", "Step", "SystemClock", "choice", "choice_value", "destinations", "keyboard", "load_registry",
+    "SentMessage",
+]

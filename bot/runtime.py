@@ -1,0 +1,112 @@
+"""Composition of the running bot: database, registry, dispatcher, channels and the web server.
+
+Used by ``main.py run`` / ``main.py demo`` and by the end-to-end tests (which point the Telegram
+channel at a fake Bot API server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.core import Clock, Dispatcher, Registry, Sender, Services, SystemClock, load_registry
+from media.files import MediaStore
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    name: str
+
+    def setup_routes(self, app: web.Application) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, db: Database | None = None,
+                 registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.effective_database_url)
+        self.registry = registry or load_registry()
+        self.services = Services(settings=settings, registry=self.registry, clock=clock or SystemClock())
+        self.sender = Sender(self.db)
+        self.dispatcher = Dispatcher(self.db, self.services, self.sender)
+        self.media = MediaStore(settings.media_dir)
+        self.services.extras["media"] = self.media
+        self.channels: list[Channel] = []
+        self.web_app = web.Application(client_max_size=2 * 1024 * 1024)
+        self._runner: web.AppRunner | None = None
+        self.web_port: int | None = None
+        self._stopped = asyncio.Event()
+
+    def add_channel(self, channel: Channel) -> None:
+        self.channels.append(channel)
+        channel.setup_routes(self.web_app)
+        if hasattr(channel, "send"):
+            self.sender.register(channel)  # type: ignore[arg-type]
+
+    def build_channels(self) -> None:
+        """Create the channels the settings ask for (Telegram if a token is set; web chat)."""
+        if self.settings.telegram_bot_token:
+            from bot.channels.telegram import TelegramChannel
+
+            self.add_channel(TelegramChannel(self))
+        if self.settings.web_chat_enabled:
+            from bot.channels.webchat import WebChat
+
+            self.add_channel(WebChat(self))
+
+    async def start(self, *, serve_web: bool = True) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.db.migrate)
+        if not self.channels:
+            self.build_channels()
+        if serve_web:
+            self.web_app.router.add_get("/healthz", self._health)
+            self._runner = web.AppRunner(self.web_app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)
+            await site.start()
+            server = getattr(site, "_server", None)
+            socks = getattr(server, "sockets", None) or []
+            self.web_port = socks[0].getsockname()[1] if socks else self.settings.web_port
+            log.info("web server on http://%s:%s", self.settings.web_host, self.web_port)
+        for ch in self.channels:
+            await ch.start()
+        log.info("bot started with channels: %s", ", ".join(c.name for c in self.channels) or "none")
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "processed": self.dispatcher.processed})
+
+    async def stop(self) -> None:
+        for ch in reversed(self.channels):
+            try:
+                await ch.stop()
+            except Exception:
+                log.exception("stopping channel %s failed", ch.name)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.to_thread(self.db.dispose)
+        self._stopped.set()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            if not self._stopped.is_set():
+                await self.stop()
+
+    def request_stop(self) -> None:
+        asyncio.get_event_loop().create_task(self.stop())
+
+    def extras(self) -> dict[str, Any]:
+        return self.services.extras

@@ -1,0 +1,148 @@
+"""Parsing of what people type: diacritic folding, phone numbers, roles, dates and times.
+
+Everything here is pure and total: bad input gives ``None`` (or raises ``ValueError`` with a
+catalogue key), never an unexpected exception."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, time
+
+_WS = re.compile(r"\s+")
+
+
+def nfc(s: str) -> str:
+    return unicodedata.normalize("NFC", s)
+
+
+def clean(s: str) -> str:
+    """NFC-normalise, trim and collapse inner whitespace."""
+    return _WS.sub(" ", nfc(s)).strip()
+
+
+def fold(s: str) -> str:
+    """Lower-case, strip Vietnamese diacritics (đ → d) and collapse spaces, for forgiving matching."""
+    s = unicodedata.normalize("NFD", s.replace("đ", "d").replace("Đ", "D"))
+    s = "".join(ch for ch in s if not unicodedata.combining(ch))
+    return _WS.sub(" ", s.lower()).strip()
+
+
+# -- phone numbers ----------------------------------------------------------------------------
+_PHONE_STRIP = re.compile(r"[\s().\-/]")
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """Return a Vietnamese number in E.164 (``+84912345678``), or ``None`` if it is not one.
+
+    Accepts ``0912 345 678``, ``+84 912 345 678``, ``84912345678``, ``0084912345678``,
+    ``(091) 234-5678``."""
+    if not raw:
+        return None
+    s = _PHONE_STRIP.sub("", nfc(str(raw)).strip())
+    if s.endswith(".0") and s[:-2].isdigit():  # numbers read from spreadsheets as floats
+        s = s[:-2]
+    if s.startswith("+"):
+        s = s[1:]
+        if not s.startswith("84"):
+            return None
+    elif s.startswith("0084"):
+        s = s[2:]
+    if not s.isdigit():
+        return None
+    if s.startswith("84") and len(s) in (11, 12) and s[2] != "0":
+        national = s[2:]
+    elif s.startswith("0") and len(s) in (10, 11):
+        national = s[1:]
+    elif len(s) == 9 and s[0] in "35789":  # leading zero lost in a spreadsheet
+        national = s
+    else:
+        return None
+    if len(national) not in (9, 10) or national[0] == "0":
+        return None
+    return "+84" + national
+
+
+def mask_phone(phone: str | None) -> str:
+    """For logs and other people's eyes: ``+84912345678`` → ``+8491****678``."""
+    if not phone:
+        return "-"
+    if len(phone) <= 7:
+        return "***"
+    return phone[:5] + "****" + phone[-3:]
+
+
+def display_phone(phone: str | None) -> str:
+    """``+84912345678`` → ``0912 345 678`` (how people here write it)."""
+    if not phone or not phone.startswith("+84"):
+        return phone or ""
+    n = "0" + phone[3:]
+    return f"{n[:4]} {n[4:7]} {n[7:]}" if len(n) == 10 else n
+
+
+# -- e-mail -----------------------------------------------------------------------------------
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
+
+
+def normalize_email(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    s = nfc(raw).strip().lower()
+    if len(s) > 254 or not _EMAIL.match(s) or ".." in s:
+        return None
+    return s
+
+
+# -- dates and times --------------------------------------------------------------------------
+_TIME = re.compile(
+    r"^\s*(\d{1,2})\s*(?:h|g|gio|:|\.|giờ)\s*(\d{1,2})?\s*(?:p|ph|phut|phút|')?\s*$", re.IGNORECASE)
+_TIME_HOUR_ONLY = re.compile(r"^\s*(\d{1,2})\s*$")
+
+
+def parse_time(raw: str | None) -> time | None:
+    """``8h30``, ``8:30``, ``08.30``, ``8 giờ 30``, ``8h``, ``20h15``, ``8 giờ`` → :class:`time`."""
+    if not raw:
+        return None
+    s = fold(raw)
+    s = s.replace("sang", "").replace("chieu", "+12").strip()
+    afternoon = "+12" in s
+    s = s.replace("+12", "").strip()
+    m = _TIME.match(s) or _TIME_HOUR_ONLY.match(s)
+    if not m:
+        return None
+    hour = int(m.group(1))
+    minute = int(m.group(2)) if m.lastindex and m.lastindex >= 2 and m.group(2) else 0
+    if afternoon and hour < 12:
+        hour += 12
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        return None
+    return time(hour, minute)
+
+
+_DATE = re.compile(r"^\s*(\d{1,2})\s*[/\-.]\s*(\d{1,2})(?:\s*[/\-.]\s*(\d{2}|\d{4}))?\s*$")
+
+
+def parse_date(raw: str | None, *, today: date) -> date | None:
+    """``21/11``, ``21/11/2026``, ``21-11-26``, ``hôm nay``, ``hôm qua``, ``ngày mai`` → date."""
+    if not raw:
+        return None
+    s = fold(raw)
+    from datetime import timedelta
+
+    words = {"hom nay": 0, "homnay": 0, "hnay": 0, "hom qua": -1, "homqua": -1, "ngay mai": 1, "mai": 1,
+             "hom kia": -2}
+    if s in words:
+        return today + timedelta(days=words[s])
+    m = _DATE.match(s)
+    if not m:
+        return None
+    day, month = int(m.group(1)), int(m.group(2))
+    year = today.year
+    if m.group(3):
+        year = int(m.group(3))
+        if year < 100:
+            year += 2000
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None

@@ -1,0 +1,211 @@
+"""Composition root and command line of the school assistant.
+
+    python main.py run                  start the bot (Telegram if configured, web chat)
+    python main.py demo                 create the demo school and start with the web chat
+    python main.py import-staff FILE    import or update the staff list (CSV / XLSX)
+    python main.py invite               print single-use link codes
+    python main.py audit-verify         check the audit log's hash chain
+    python main.py audit-export         write the audit log as CSV for an inspector
+    python main.py migrate              apply database migrations and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.i18n import Translator
+from storage.db import Database
+
+log = logging.getLogger("school_assistant")
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        COMMANDS[name] = (fn, getattr(fn, "_args", lambda p: None), help_text)
+        return fn
+    return deco
+
+
+def args(builder: Callable[[argparse.ArgumentParser], None]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn._args = builder  # type: ignore[attr-defined]
+        return fn
+    return deco
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs full request URLs, and Telegram's URLs contain the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def open_db(settings: Settings) -> Database:
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    return db
+
+
+def tr(settings: Settings) -> Translator:
+    return Translator(settings.default_locale, settings.tz)
+
+
+# -- run / demo ---------------------------------------------------------------------------------
+async def _serve(settings: Settings) -> None:
+    from bot.runtime import Runtime
+
+    rt = Runtime(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # pragma: no cover
+            pass
+    await rt.start()
+    t = tr(settings)
+    if settings.web_chat_enabled:
+        print(t.t("Web chat: http://{host}:{port}/", host=settings.web_host, port=rt.web_port), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await rt.stop()
+
+
+@command("run", "start the bot")
+def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(_serve(settings))
+    return 0
+
+
+@args(lambda p: p.add_argument("--no-serve", action="store_true", help="only create the demo school"))
+@command("demo", "create the demo school (one person of each role) and start with the web chat")
+def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
+    from bot.demo import create_demo_school
+
+    db = open_db(settings)
+    name = db.run_sync(lambda s: create_demo_school(s))
+    db.dispose()
+    print(tr(settings).t("Demo school ready: {school}", school=name), flush=True)
+    if ns.no_serve:
+        return 0
+    asyncio.run(_serve(settings))
+    return 0
+
+
+@command("migrate", "apply database migrations and exit")
+def cmd_migrate(ns: argparse.Namespace, settings: Settings) -> int:
+    open_db(settings).dispose()
+    return 0
+
+
+# -- staff and invites ----------------------------------------------------------------------------
+@args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
+                 p.add_argument("--dry-run", action="store_true")))
+@command("import-staff", "import or update the staff list from CSV or XLSX")
+def cmd_import_staff(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.staff_import import import_staff_file
+
+    db = open_db(settings)
+    report = import_staff_file(db, ns.file, school_name=ns.school, dry_run=ns.dry_run, tr=tr(settings))
+    print(report.render(tr(settings)))
+    return 0 if report.ok else 1
+
+
+@args(lambda p: (p.add_argument("--person", default=None, help="phone number of one person"),
+                 p.add_argument("--school", default=None),
+                 p.add_argument("--all", action="store_true", help="also people already linked")))
+@command("invite", "print single-use, expiring link codes for people")
+def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.staff_import import print_invites
+
+    db = open_db(settings)
+    return print_invites(db, settings, phone=ns.person, school_name=ns.school, include_linked=ns.all,
+                         tr=tr(settings))
+
+
+# -- audit ----------------------------------------------------------------------------------------
+@command("audit-verify", "check the audit log's hash chain")
+def cmd_audit_verify(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage import audit
+
+    db = open_db(settings)
+    res = db.run_sync(lambda s: audit.verify(s))
+    t = tr(settings)
+    if res.ok:
+        print(t.t("Audit log intact: {n} events checked.", n=res.checked))
+        return 0
+    print(t.t("Audit log BROKEN at event #{id} ({reason}); {n} events before it are intact.",
+              id=res.broken_id, reason=res.reason, n=res.checked))
+    return 1
+
+
+def _parse_day(value: str) -> datetime:
+    from bot.text import parse_date
+
+    today = datetime.now().date()
+    d = None
+    try:
+        d = datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        d = parse_date(value, today=today)
+    if d is None:
+        raise argparse.ArgumentTypeError(f"not a date: {value!r} (use 2026-11-21 or 21/11/2026)")
+    return datetime(d.year, d.month, d.day)
+
+
+@args(lambda p: (p.add_argument("--from", dest="start", type=_parse_day, default=None),
+                 p.add_argument("--to", dest="end", type=_parse_day, default=None),
+                 p.add_argument("--out", default="-")))
+@command("audit-export", "write audit events as CSV (for an inspector)")
+def cmd_audit_export(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage import audit
+
+    db = open_db(settings)
+    tz = settings.tz
+    start = ns.start.replace(tzinfo=tz) if ns.start else None
+    end = (ns.end.replace(tzinfo=tz) + timedelta(days=1)) if ns.end else None
+    if ns.out == "-":
+        db.run_sync(lambda s: audit.export_csv(s, sys.stdout, start=start, end=end))
+    else:
+        with open(ns.out, "w", newline="", encoding="utf-8-sig") as fh:
+            n = db.run_sync(lambda s: audit.export_csv(s, fh, start=start, end=end))
+        print(tr(settings).t("{n} events written to {path}", n=n, path=ns.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="School assistant (Telegram / Zalo)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_fn, builder, help_text) in COMMANDS.items():
+        builder(sub.add_parser(name, help=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    fn = COMMANDS[ns.command][0]
+    return fn(ns, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

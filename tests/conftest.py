@@ -1,0 +1,96 @@
+"""Shared fixtures: a migrated database per test (SQLite always; PostgreSQL when
+``TEST_DATABASE_URL`` is set), settings pointing at a temporary data folder, and a runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.config import Settings, load_settings
+from storage.db import Database
+
+PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+if PG_URL.startswith("postgresql://"):
+    PG_URL = "postgresql+psycopg://" + PG_URL[len("postgresql://"):]
+
+_pg_migrated = False
+
+
+def _reset_pg(db: Database) -> None:
+    global _pg_migrated
+    with db.engine.begin() as conn:
+        if not _pg_migrated:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    if not _pg_migrated:
+        db.migrate()
+        _pg_migrated = True
+        return
+    with db.engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"))]
+        if tables:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    return PG_URL
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    if database.is_sqlite:
+        database.migrate()
+    else:
+        _reset_pg(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, db: Database, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for a runtime on the (freshly reset) test database."""
+    for key in list(os.environ):
+        if key.startswith(("TELEGRAM_", "WEB_", "DATABASE_URL", "DATA_DIR", "ZALO_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    return load_settings(data_dir=tmp_path / "data", database_url=db_url, web_port=0)
+
+
+class FixedClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.t = start or datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 09:00 Monday in Hà Nội
+
+    def now(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        from datetime import timedelta
+
+        self.t = self.t + timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()

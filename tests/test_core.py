@@ -1,0 +1,146 @@
+"""The dispatcher through a recording channel: linking, menus, flows, duplicates, restarts."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from bot.config import Settings
+from bot.core import Contact
+from bot.runtime import Runtime
+from storage import audit
+from storage.models import Conversation, Person
+from tests.helpers import RecordingChannel, inbound, make_person, make_school
+
+
+async def _runtime(settings: Settings, clock) -> tuple[Runtime, RecordingChannel]:
+    rt = Runtime(settings, clock=clock)
+    ch = RecordingChannel()
+    rt.sender.register(ch)
+    await asyncio.to_thread(rt.db.migrate)
+    return rt, ch
+
+
+@pytest.fixture
+async def rt(settings, clock):
+    runtime, ch = await _runtime(settings, clock)
+    runtime.test_channel = ch  # type: ignore[attr-defined]
+    yield runtime
+    runtime.db.dispose()
+
+
+def _seed(rt: Runtime) -> dict[str, int]:
+    def go(s):
+        school = make_school(s)
+        t = make_person(s, school, "Nguyễn Thị Vân", ["teacher"], phone="+84912345678", unit="Tổ 1")
+        p = make_person(s, school, "Trần Văn Đức", ["principal"], phone="+84987654321", link="900")
+        return {"teacher": t.id, "principal": p.id, "school": school.id}
+    return rt.db.run_sync(go)
+
+
+async def test_link_by_own_contact_then_menu(rt):
+    ids = _seed(rt)
+    ch = rt.test_channel
+    await rt.dispatcher.handle(inbound("100", command="start"))
+    assert ch.sent[-1].reply.ask_contact
+    await rt.dispatcher.handle(inbound("100", contact=Contact("0912 345 678", user_id="100")))
+    texts = ch.texts("100")
+    assert "Nguyễn Thị Vân" in texts[-2]
+    menu = ch.sent[-1].reply
+    assert any(b.payload == "m:profile" for row in menu.buttons for b in row)
+    ev = rt.db.run_sync(lambda s: list(audit.events(s, action="identity.linked")))
+    assert ev and ev[0].subject == f"person:{ids['teacher']}"
+    assert "912345678" not in str(ev[0].details)
+
+
+async def test_someone_elses_contact_is_refused(rt):
+    _seed(rt)
+    ch = rt.test_channel
+    await rt.dispatcher.handle(inbound("101", contact=Contact("+84987654321", user_id="900")))
+    assert ch.sent[-1].reply.ask_contact  # asked again, nothing linked
+    await rt.dispatcher.handle(inbound("101", command="hoso"))
+    assert "chưa được liên kết" in ch.sent[-1].reply.text or "not linked" in ch.sent[-1].reply.text
+
+
+async def test_unknown_number_links_nothing(rt):
+    _seed(rt)
+    await rt.dispatcher.handle(inbound("102", contact=Contact("0900000000", user_id="102")))
+    refused = rt.db.run_sync(lambda s: list(audit.events(s, action="identity.contact_refused")))
+    assert refused and refused[0].details["reason"] == "unknown"
+
+
+async def test_duplicate_update_processed_once(rt):
+    _seed(rt)
+    ch = rt.test_channel
+    msg = inbound("900", command="hoso", update_key="dup-1")
+    await rt.dispatcher.handle(msg)
+    n = len(ch.sent)
+    await rt.dispatcher.handle(msg)
+    assert len(ch.sent) == n
+
+
+async def test_profile_flow_resumes_after_restart(settings, clock):
+    rt1, ch1 = await _runtime(settings, clock)
+    _seed(rt1)
+    await rt1.dispatcher.handle(inbound("900", command="hoso"))
+    await rt1.dispatcher.handle(inbound("900", payload="c:email"))
+    rt1.db.dispose()
+    # A new process: same database, new dispatcher.
+    rt2, ch2 = await _runtime(settings, clock)
+    await rt2.dispatcher.handle(inbound("900", text="not an email"))
+    assert "e-mail" in ch2.sent[-1].reply.text.lower() or "email" in ch2.sent[-1].reply.text.lower()
+    await rt2.dispatcher.handle(inbound("900", text="  DucTV@ThuongThanh.edu.vn "))
+    p = rt2.db.run_sync(lambda s: s.exec(select(Person).where(Person.full_name == "Trần Văn Đức")).one())
+    assert p.email == "ductv@thuongthanh.edu.vn"
+    await rt2.dispatcher.handle(inbound("900", payload="c:done"))
+    conv = rt2.db.run_sync(lambda s: s.exec(select(Conversation)).one())
+    assert conv.flow is None
+    rt2.db.dispose()
+
+
+async def test_cancel_and_forged_payload(rt):
+    _seed(rt)
+    ch = rt.test_channel
+    await rt.dispatcher.handle(inbound("900", command="hoso"))
+    await rt.dispatcher.handle(inbound("900", payload="zz:1:ok"))
+    assert ch.sent[-1].reply.buttons  # menu shown again
+    await rt.dispatcher.handle(inbound("900", command="huy"))
+    conv = rt.db.run_sync(lambda s: s.exec(select(Conversation)).one())
+    assert conv.flow is None
+
+
+async def test_step_exception_gives_apology_and_keeps_state(rt, monkeypatch):
+    _seed(rt)
+    ch = rt.test_channel
+    await rt.dispatcher.handle(inbound("900", command="hoso"))
+    flow = rt.registry.flows["profile"]
+
+    def boom(ctx, msg):
+        raise RuntimeError("secret detail")
+
+    states = dict(flow.states)
+    states["menu"] = boom
+    object.__setattr__(flow, "states", states)
+    await rt.dispatcher.handle(inbound("900", payload="c:unit"))
+    assert "secret detail" not in ch.sent[-1].reply.text
+    conv = rt.db.run_sync(lambda s: s.exec(select(Conversation)).one())
+    assert conv.flow == "profile" and conv.state == "menu"
+
+
+def test_core_and_flows_import_no_channel_library():
+    root = Path(__file__).resolve().parent.parent
+    files = [root / "bot" / "core.py", *sorted((root / "bot" / "flows").glob("*.py"))]
+    for f in files:
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in ("telegram", "aiohttp"), f"{f.name} imports {n}"
