@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     telegram_webhook_secret: str = ""
     telegram_concurrent_updates: int = Field(default=64, ge=1, le=1024)
 
+    zalo_oa_app_id: str = ""
+    zalo_oa_app_secret: str = ""  # "secret_key" header of the token refresh call
+    zalo_oa_secret_key: str = ""  # OA secret key: verifies X-ZEvent-Signature on webhooks
+    zalo_oa_access_token: str = ""
+    zalo_oa_refresh_token: str = ""
+    zalo_oa_api_base: str = "https://openapi.zalo.me"
+    zalo_oa_oauth_base: str = "https://oauth.zaloapp.com"
+    zalo_oa_webhook_path: str = "/zalo/oa/webhook"
+
+    zalo_bot_token: str = ""
+    zalo_bot_api_base: str = "https://bot-api.zaloplatforms.com"
+    zalo_bot_webhook_url: str = ""
+    zalo_bot_webhook_secret: str = ""
+
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8080, ge=0, le=65535)
     web_chat_enabled: bool = True
@@ -62,7 +76,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
 
-    @field_validator("telegram_webhook_url", "public_base_url")
+    @field_validator("telegram_webhook_url", "public_base_url", "zalo_bot_webhook_url")
     @classmethod
     def _url(cls, v: str) -> str:
         v = v.strip()
@@ -87,6 +101,10 @@ class Settings(BaseSettings):
         if self.telegram_webhook_secret and not all(
                 c.isalnum() or c in "_-" for c in self.telegram_webhook_secret):
             raise ValueError("TELEGRAM_WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and -")
+        if self.zalo_oa_app_id and not self.zalo_oa_secret_key:
+            raise ValueError("ZALO_OA_SECRET_KEY is needed to verify Zalo OA webhooks")
+        if self.zalo_bot_webhook_url and not (8 <= len(self.zalo_bot_webhook_secret) <= 256):
+            raise ValueError("ZALO_BOT_WEBHOOK_SECRET must be 8-256 characters in webhook mode")
         if self.web_chat_enabled and not _is_loopback(self.web_host) and not self.web_chat_password:
             raise ValueError("WEB_HOST is not a loopback address: set WEB_CHAT_PASSWORD "
                              "or WEB_CHAT_ENABLED=false")

@@ -58,6 +58,14 @@ class Runtime:
             from bot.channels.telegram import TelegramChannel
 
             self.add_channel(TelegramChannel(self))
+        if self.settings.zalo_oa_app_id:
+            from bot.channels.zalo_oa import ZaloOAChannel
+
+            self.add_channel(ZaloOAChannel(self))
+        if self.settings.zalo_bot_token:
+            from bot.channels.zalo_bot import ZaloBotChannel
+
+            self.add_channel(ZaloBotChannel(self))
         if self.settings.web_chat_enabled:
             from bot.channels.webchat import WebChat
 
