@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     max_text_length: int = Field(default=4000, ge=100, le=100_000)
     log_level: str = "INFO"
 
+    approval_remind_after_minutes: int = Field(default=240, ge=1)
+    approval_escalate_after_minutes: int = Field(default=1440, ge=1)
+    scheduler_tick_seconds: int = Field(default=30, ge=1, le=3600)
+
     @field_validator("default_locale")
     @classmethod
     def _locale(cls, v: str) -> str:
@@ -105,6 +109,8 @@ class Settings(BaseSettings):
             raise ValueError("ZALO_OA_SECRET_KEY is needed to verify Zalo OA webhooks")
         if self.zalo_bot_webhook_url and not (8 <= len(self.zalo_bot_webhook_secret) <= 256):
             raise ValueError("ZALO_BOT_WEBHOOK_SECRET must be 8-256 characters in webhook mode")
+        if self.approval_escalate_after_minutes <= self.approval_remind_after_minutes:
+            raise ValueError("APPROVAL_ESCALATE_AFTER_MINUTES must be longer than APPROVAL_REMIND_AFTER_MINUTES")
         if self.web_chat_enabled and not _is_loopback(self.web_host) and not self.web_chat_password:
             raise ValueError("WEB_HOST is not a loopback address: set WEB_CHAT_PASSWORD "
                              "or WEB_CHAT_ENABLED=false")

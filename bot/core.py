@@ -175,6 +175,7 @@ class Step:
     next: str | None = None
     end: bool = False
     start: str | None = None
+    seed: dict[str, Any] | None = None  # initial draft data of the flow being started
 
     @classmethod
     def goto(cls, state: str, *replies: Reply) -> Step:
@@ -189,8 +190,8 @@ class Step:
         return cls(list(replies), end=True)
 
     @classmethod
-    def start_flow(cls, name: str, *replies: Reply) -> Step:
-        return cls(list(replies), start=name)
+    def start_flow(cls, name: str, *replies: Reply, seed: dict[str, Any] | None = None) -> Step:
+        return cls(list(replies), start=name, seed=seed)
 
 
 StepFn = Callable[["Ctx", Inbound], Step]
@@ -244,6 +245,8 @@ class Registry:
         self.on_unlinked: HandlerFn | None = None
         self.on_idle: HandlerFn | None = None
         self.on_unknown_command: HandlerFn | None = None
+        #: kind → fn(ctx, approval, outcome) called in the decider's unit when an approval ends
+        self.approval_hooks: dict[str, Callable[..., None]] = {}
 
     def add_flow(self, flow: Flow) -> None:
         if flow.name in self.flows:
@@ -299,6 +302,7 @@ class Registry:
                     continue
                 if attr == "FLOW":
                     self.add_flow(obj)
+                    self.approval_hooks.update(getattr(module, "APPROVAL_HOOKS", {}) or {})
                 else:
                     obj(self)
         return self
@@ -338,6 +342,12 @@ class Ctx:
     conversation: Conversation | None = None
     data: dict[str, Any] = field(default_factory=dict)
     outbox: list[Outbound] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def later(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` after this event's unit has committed and its messages were sent
+        (long work such as cutting a clip; it must open its own database units)."""
+        self.after.append(job)
 
     @property
     def settings(self) -> Settings:
@@ -350,13 +360,16 @@ class Ctx:
     def t(self, msgid: str, /, **values: Any) -> str:
         return self.tr.t(msgid, **values)
 
+    def tn(self, singular: str, plural: str, n: int, /, **values: Any) -> str:
+        return self.tr.tn(singular, plural, n, **values)
+
     def today(self) -> date:
         return self.now.astimezone(self.tr.tz).date()
 
     def local_now(self) -> datetime:
         return self.now.astimezone(self.tr.tz)
 
-    def audit(self, action: str, subject: str = "", **details: Any) -> None:
+    def audit(self, action: str, subject: str = "", /, **details: Any) -> None:
         audit.record(self.session, action=action, school_id=self.school.id if self.school else None,
                      actor_id=self.person.id if self.person else None, channel=self.inbound.channel,
                      subject=subject, details=details, at=self.now)
@@ -495,6 +508,7 @@ def choice_value(msg: Inbound) -> str | None:
 class _Result:
     outbox: list[Outbound]
     duplicate: bool = False
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -504,6 +518,44 @@ class Dispatcher:
         self.sender = sender
         self.locks = KeyedLocks()
         self.processed = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run background work, keeping a reference and logging (never raising) its failure."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background job failed")
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for background jobs (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def run_unit(self, fn: Callable[[Ctx], None], *, person_id: int | None = None,
+                       channel: str = "system") -> list[Outbound]:
+        """Run work that is not an inbound event (scheduler ticks, background jobs) with a context,
+        commit, then deliver what it queued."""
+        msg = Inbound(channel=channel, user_id="", chat_id="", update_key="")
+
+        def unit(s: Session) -> _Result:
+            person = s.get(Person, person_id) if person_id else None
+            school = s.get(School, person.school_id) if person else None
+            ctx = self.make_ctx(s, msg, person, school)
+            fn(ctx)
+            return _Result(ctx.outbox, after=ctx.after)
+
+        result = await self.db.run(unit)
+        await self.sender.deliver(result.outbox)
+        for job in result.after:
+            self.spawn(job())
+        return result.outbox
 
     @property
     def settings(self) -> Settings:
@@ -525,6 +577,8 @@ class Dispatcher:
                 return []
             self.processed += 1
             await self.sender.deliver(result.outbox)
+            for job in result.after:
+                self.spawn(job())
             return result.outbox
 
         return await self.locks((msg.channel, msg.chat_id), run)
@@ -581,7 +635,7 @@ class Dispatcher:
             step = self._unlinked(ctx, msg)
             # Linking may have happened in this step: greet by the person just linked.
             self._emit(ctx, step.replies)
-            return _Result(ctx.outbox)
+            return _Result(ctx.outbox, after=ctx.after)
 
         conv = s.exec(select(Conversation).where(Conversation.channel == msg.channel,
                                                  Conversation.chat_id == msg.chat_id)).first()
@@ -612,7 +666,7 @@ class Dispatcher:
         step = self._route(ctx, conv, msg)
         replies.extend(self._apply(ctx, conv, step))
         self._emit(ctx, replies)
-        return _Result(ctx.outbox)
+        return _Result(ctx.outbox, after=ctx.after)
 
     def _unlinked(self, ctx: Ctx, msg: Inbound) -> Step:
         reg = self.services.registry
@@ -689,7 +743,7 @@ class Dispatcher:
                                            flow=ctx.t(old.title) if old else conv.flow)))
             self._clear(conv)
             conv.flow = flow.name
-            ctx.data = {}
+            ctx.data = dict(step.seed or {})
             first = flow.start(ctx)
             if first.next is None and not first.end and first.start is None:
                 raise RuntimeError(f"flow {flow.name}: start must goto a state or end")
@@ -728,5 +782,4 @@ __all__ = [
     "Button", "ChannelAdapter", "ChannelName", "Clock", "Contact", "Ctx", "Dispatcher", "FileRef", "Flow",
     "Handler", "Inbound", "Keyboard", "MessageRef", "OutFile", "Outbound", "Registry", "Reply", "Sender",
     "Services", "Step", "SystemClock", "choice", "choice_value", "destinations", "keyboard", "load_registry",
-    "SentMessage",
 ]

@@ -45,6 +45,7 @@ class Runtime:
         self._runner: web.AppRunner | None = None
         self.web_port: int | None = None
         self._stopped = asyncio.Event()
+        self.scheduler: Any = None
 
     def add_channel(self, channel: Channel) -> None:
         self.channels.append(channel)
@@ -71,7 +72,7 @@ class Runtime:
 
             self.add_channel(WebChat(self))
 
-    async def start(self, *, serve_web: bool = True) -> None:
+    async def start(self, *, serve_web: bool = True, scheduler: bool = True) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.db.migrate)
         if not self.channels:
@@ -88,12 +89,21 @@ class Runtime:
             log.info("web server on http://%s:%s", self.settings.web_host, self.web_port)
         for ch in self.channels:
             await ch.start()
+        if scheduler:
+            from bot.reminders import Scheduler
+
+            self.scheduler = Scheduler(self)
+            self.scheduler.start()
         log.info("bot started with channels: %s", ", ".join(c.name for c in self.channels) or "none")
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "processed": self.dispatcher.processed})
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
+        await self.dispatcher.drain()
         for ch in reversed(self.channels):
             try:
                 await ch.stop()

@@ -10,6 +10,7 @@ import unicodedata
 from datetime import date, time
 
 _WS = re.compile(r"\s+")
+_D_STROKE = str.maketrans({"đ": "d", "Đ": "D", "ð": "d", "Ð": "D"})
 
 
 def nfc(s: str) -> str:
@@ -23,7 +24,8 @@ def clean(s: str) -> str:
 
 def fold(s: str) -> str:
     """Lower-case, strip Vietnamese diacritics (đ → d) and collapse spaces, for forgiving matching."""
-    s = unicodedata.normalize("NFD", s.replace("đ", "d").replace("Đ", "D"))
+    # U+00D0/U+00F0 (Ð/ð) stand in for Đ/đ in text from old converters and Latin-1 files.
+    s = unicodedata.normalize("NFD", s.translate(_D_STROKE))
     s = "".join(ch for ch in s if not unicodedata.combining(ch))
     return _WS.sub(" ", s.lower()).strip()
 
@@ -39,17 +41,21 @@ def normalize_phone(raw: str | None) -> str | None:
     ``(091) 234-5678``."""
     if not raw:
         return None
-    s = _PHONE_STRIP.sub("", nfc(str(raw)).strip())
+    # NFKC turns full-width digits and plus signs (some phone keyboards) into ASCII.
+    s = unicodedata.normalize("NFKC", str(raw)).strip()
     if s.endswith(".0") and s[:-2].isdigit():  # numbers read from spreadsheets as floats
         s = s[:-2]
+    s = _PHONE_STRIP.sub("", s)
     if s.startswith("+"):
         s = s[1:]
         if not s.startswith("84"):
             return None
     elif s.startswith("0084"):
         s = s[2:]
-    if not s.isdigit():
+    if not (s.isascii() and s.isdigit()):
         return None
+    if s.startswith("840") and len(s) in (12, 13):  # "+84 (0) 912 345 678": trunk zero kept
+        s = "84" + s[3:]
     if s.startswith("84") and len(s) in (11, 12) and s[2] != "0":
         national = s[2:]
     elif s.startswith("0") and len(s) in (10, 11):
@@ -146,3 +152,41 @@ def parse_date(raw: str | None, *, today: date) -> date | None:
         return date(year, month, day)
     except ValueError:
         return None
+
+
+_RANGE_SPLIT = re.compile(r"\s+(?:den|toi|->|–|—|-)\s+|\s*(?:den|->|–|—)\s*")
+
+
+def parse_date_range(raw: str | None, *, today: date) -> tuple[date, date] | None:
+    """``từ 24/11 đến 28/11``, ``24/11 - 28/11``, ``24/11–28/11/2026``, or one date → (start, end).
+
+    A range whose end is earlier than its start but would fit next year (``28/12 đến 3/1``) rolls
+    the end into the next year."""
+    if not raw:
+        return None
+    s = fold(raw)
+    for word in ("tu ngay", "tu", "ngay"):
+        if s.startswith(word + " "):
+            s = s[len(word) + 1:]
+            break
+    s = s.replace("den ngay", "den")
+    parts = [p.strip() for p in _RANGE_SPLIT.split(s, maxsplit=1) if p and p.strip()]
+    if len(parts) == 1:
+        m = re.match(r"^(\d{1,2}/\d{1,2}(?:/\d{2,4})?)\s*-\s*(\d{1,2}/\d{1,2}(?:/\d{2,4})?)$", parts[0])
+        if m:
+            parts = [m.group(1), m.group(2)]
+    if len(parts) == 1:
+        d = parse_date(parts[0], today=today)
+        return (d, d) if d else None
+    if len(parts) != 2:
+        return None
+    start = parse_date(parts[0], today=today)
+    end = parse_date(parts[1], today=today)
+    if start is None or end is None:
+        return None
+    if end < start and not re.search(r"\d{4}|/\d{2}$", parts[1]):
+        try:
+            end = end.replace(year=end.year + 1)
+        except ValueError:
+            return None
+    return start, end

@@ -6,6 +6,7 @@ People, cameras and equipment are never deleted: their ``status`` changes instea
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from datetime import date as date_type
 from enum import StrEnum
 from typing import Any
 
@@ -176,3 +177,79 @@ class KeyValue(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=120)
     value: str = Field(default="", sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Approvals (bot/approvals.py)
+# ---------------------------------------------------------------------------------------------
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class StageStatus(StrEnum):
+    WAITING = "waiting"  # a later stage, not started yet
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"
+
+
+class Approval(SQLModel, table=True):
+    """A decision some workflow needs. ``title``/``fields`` hold catalogue msgids and display values so
+    every approver sees the card in their own language."""
+
+    __tablename__ = "approval"
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    kind: str = Field(max_length=40, index=True)
+    subject: str = Field(default="", max_length=120, index=True)
+    requester_id: int | None = Field(default=None, foreign_key="person.id")
+    title: str = Field(max_length=200)
+    fields: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=ApprovalStatus.PENDING, max_length=20, index=True)
+    current_stage: int = 0
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow, index=True)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: int | None = Field(default=None, foreign_key="person.id")
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+
+
+class ApprovalStage(SQLModel, table=True):
+    """One ordered step. Decided by ``person_id`` if set, else by anyone active holding ``role``
+    (the principal's stage goes to the delegate when a delegation covers the creation date)."""
+
+    __tablename__ = "approval_stage"
+    __table_args__ = (UniqueConstraint("approval_id", "idx", name="uq_stage_idx"),)
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: int = Field(foreign_key="approval.id", index=True)
+    idx: int = 0
+    role: str | None = Field(default=None, max_length=40)
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    delegate_id: int | None = Field(default=None, foreign_key="person.id")
+    delegation_id: int | None = Field(default=None, foreign_key="delegation.id")
+    extra_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=StageStatus.WAITING, max_length=20, index=True)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: int | None = Field(default=None, foreign_key="person.id")
+    by_delegation: bool = False
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    escalated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Delegation(SQLModel, table=True):
+    """The principal hands their approvals to a vice principal for a date range (004 Điều 12.1)."""
+
+    __tablename__ = "delegation"
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    principal_id: int = Field(foreign_key="person.id")
+    delegate_id: int = Field(foreign_key="person.id")
+    start_date: date_type
+    end_date: date_type
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
