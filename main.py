@@ -136,6 +136,17 @@ def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
                          tr=tr(settings))
 
 
+@args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None)))
+@command("import-cameras", "import or update the camera list from CSV or XLSX")
+def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.cameras import import_cameras_file
+
+    db = open_db(settings)
+    report = import_cameras_file(db, ns.file, school_name=ns.school, tr=tr(settings))
+    print(report.render(tr(settings)))
+    return 0 if report.ok else 1
+
+
 # -- audit ----------------------------------------------------------------------------------------
 @command("audit-verify", "check the audit log's hash chain")
 def cmd_audit_verify(ns: argparse.Namespace, settings: Settings) -> int:
@@ -190,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="School assistant (Telegram / Zalo)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_fn, builder, help_text) in COMMANDS.items():
-        builder(sub.add_parser(name, help=help_text))
+        getattr(_fn, "_args", builder)(sub.add_parser(name, help=help_text))  # @args may sit above @command
     return parser
 
 

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     approval_escalate_after_minutes: int = Field(default=1440, ge=1)
     scheduler_tick_seconds: int = Field(default=30, ge=1, le=3600)
 
+    footage_max_minutes: int = Field(default=30, ge=1, le=240)
+    clip_retention_days: int = Field(default=30, ge=1, le=3650)
+    clip_size_cap_mb: int = Field(default=50, ge=1, le=2000)
+    recording_retention_days: int = Field(default=30, ge=1, le=3650)
+
     @field_validator("default_locale")
     @classmethod
     def _locale(cls, v: str) -> str:

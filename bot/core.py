@@ -303,6 +303,9 @@ class Registry:
                 if attr == "FLOW":
                     self.add_flow(obj)
                     self.approval_hooks.update(getattr(module, "APPROVAL_HOOKS", {}) or {})
+                    extra = getattr(module, "register", None)
+                    if callable(extra):  # a flow's own buttons and sub-flows
+                        extra(self)
                 else:
                     obj(self)
         return self

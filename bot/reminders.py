@@ -14,6 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import approvals
 from bot.core import Ctx
+from bot.flows import footage
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: (job id, function run in one database unit) — every tick, in order.
-TICK_JOBS: list[tuple[str, Callable[[Ctx], None]]] = [("approvals", approvals.tick)]
+TICK_JOBS: list[tuple[str, Callable[[Ctx], None]]] = [
+    ("approvals", approvals.tick),
+    ("clip_retention", footage.retention_tick),
+]
 
 
 class Scheduler:

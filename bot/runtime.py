@@ -40,6 +40,7 @@ class Runtime:
         self.dispatcher = Dispatcher(self.db, self.services, self.sender)
         self.media = MediaStore(settings.media_dir)
         self.services.extras["media"] = self.media
+        self.services.extras["runtime"] = self
         self.channels: list[Channel] = []
         self.web_app = web.Application(client_max_size=2 * 1024 * 1024)
         self._runner: web.AppRunner | None = None

@@ -1,0 +1,143 @@
+"""Cutting and delivering an approved clip, outside the event that approved it.
+
+Runs as background work after the approval's unit has committed: claim the request (a
+conditional update, so a double run or a restart never cuts twice at once), tell the requester
+``Đang trích xuất…``, cut with ffmpeg (``media.clips``), then in one unit record the clip's
+SHA-256, size and segments in the request and the audit log and send the video privately with
+``protect_content``. A failure is explained to the requester, and IT / the approver get a retry
+button; a partial clip is never delivered as if complete."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlmodel import col
+
+from bot.core import Button, Ctx, Reply, keyboard
+from bot.i18n import Translator
+from storage.models import Camera, FootageRequest, FootageStatus, Person, School
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _error_text(tr: Translator, key: str) -> str:
+    # Catalogue lookups of the fixed messages (msgids listed so extraction finds them).
+    texts = {
+        "no_recordings": tr.t("There are no recordings for that window any more."),
+        "segment_missing": tr.t("A recording file of that window is missing."),
+        "segment_corrupt": tr.t("A recording file of that window is damaged."),
+        "timeout": tr.t("Cutting the clip took too long."),
+    }
+    return texts.get(key, tr.t("The recorder or the video tool reported an error."))
+
+
+async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
+    from media.clips import ClipError, ClipOptions, Watermark, cut_clip
+    from media.recordings import SourceError, source_from_string
+
+    settings = runtime.settings
+    claimed: dict[str, Any] = {}
+
+    def claim(ctx: Ctx) -> None:
+        res = ctx.session.execute(update(FootageRequest).where(
+            col(FootageRequest.id) == req_id, col(FootageRequest.status) == FootageStatus.APPROVED)
+            .values(status=FootageStatus.EXTRACTING, attempts=FootageRequest.attempts + 1)
+            .execution_options(synchronize_session=False))
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return
+        req = ctx.session.get(FootageRequest, req_id)
+        assert req is not None
+        cam = ctx.session.get(Camera, req.camera_id)
+        requester = ctx.session.get(Person, req.requester_id)
+        school = ctx.session.get(School, req.school_id)
+        claimed.update(source=cam.source if cam else "", code=cam.code if cam else "", start=req.start_at,
+                       seconds=req.duration_s, name=requester.full_name if requester else "",
+                       watermark=bool(school and (school.settings or {}).get("footage_watermark", False)),
+                       school_id=req.school_id)
+        if requester is not None:
+            ctx.send_to(requester, lambda tr: Reply(tr.t("⏳ Extracting the clip of request #{id}…", id=req_id)))
+
+    await runtime.dispatcher.run_unit(claim, channel="footage")
+    if not claimed:
+        return
+    start = claimed["start"]
+    end = start + timedelta(seconds=int(claimed["seconds"]))
+    out_dir = settings.media_dir / "clips" / str(claimed["school_id"])
+    out = out_dir / f"request-{req_id}.mp4"
+    try:
+        import asyncio
+
+        source = source_from_string(claimed["source"], school_tz=settings.timezone,
+                                    retention_days=settings.recording_retention_days)
+        now = runtime.services.clock.now()
+        coverage = await asyncio.to_thread(lambda: source.coverage(claimed["code"], start, end, now=now))
+        if getattr(coverage, "status", "none") in ("none", "too_old", "future"):
+            raise ClipError("no_recordings")
+        options = ClipOptions(size_cap=settings.clip_size_cap_mb * 1024 * 1024, allow_partial=True,
+                              watermark=Watermark(claimed["name"], str(req_id), start, settings.timezone)
+                              if claimed["watermark"] else None)
+        result = await cut_clip(coverage, out, options)
+    except (ClipError, SourceError) as exc:
+        key = getattr(exc, "key", "error")
+        log.warning("footage %s extraction failed: %s", req_id, key)
+        await runtime.dispatcher.run_unit(lambda ctx: _failed(ctx, req_id, key), channel="footage")
+        return
+    except Exception:
+        log.exception("footage %s extraction crashed", req_id)
+        await runtime.dispatcher.run_unit(lambda ctx: _failed(ctx, req_id, "error"), channel="footage")
+        return
+
+    def deliver(ctx: Ctx) -> None:
+        from bot.flows.footage import custody_notice, custody_people, video_reply
+
+        req = ctx.session.get(FootageRequest, req_id)
+        assert req is not None
+        req.clip_path, req.clip_sha256, req.clip_size = str(result.path), result.sha256, result.size
+        req.clip_duration, req.clip_reencoded = result.duration_s, result.reencoded
+        req.segments = [Path(s).name for s in result.segments_used]
+        req.extracted_at = ctx.now
+        ctx.audit("footage.extracted", f"footage:{req_id}", sha256=result.sha256, size=result.size,
+                  seconds=round(result.duration_s, 3), segments=req.segments, reencoded=result.reencoded,
+                  warnings=list(result.warnings))
+        cam = ctx.session.get(Camera, req.camera_id)
+        requester = ctx.session.get(Person, req.requester_id)
+        assert cam is not None
+        delivered = requester is not None and ctx.send_to(requester, lambda tr: video_reply(tr, req, cam))
+        req.status = FootageStatus.DELIVERED if delivered else FootageStatus.FAILED
+        req.error = "" if delivered else "unreachable"
+        req.delivered_at = ctx.now if delivered else None
+        ctx.session.add(req)
+        ctx.audit("footage.delivered" if delivered else "footage.undeliverable", f"footage:{req_id}",
+                  recipient=req.requester_id, sha256=result.sha256)
+        for p in custody_people(ctx, req.school_id):
+            if p.id != req.requester_id:
+                ctx.send_to(p, lambda tr: custody_notice(tr, req, cam, requester))
+
+    await runtime.dispatcher.run_unit(deliver, channel="footage")
+
+
+def _failed(ctx: Ctx, req_id: int, key: str) -> None:
+    from bot.flows.footage import PREFIX, custody_people
+
+    req = ctx.session.get(FootageRequest, req_id)
+    if req is None:
+        return
+    req.status, req.error = FootageStatus.FAILED, key[:200]
+    ctx.session.add(req)
+    ctx.audit("footage.failed", f"footage:{req_id}", error=key)
+    requester = ctx.session.get(Person, req.requester_id)
+    if requester is not None:
+        ctx.send_to(requester, lambda tr: Reply(tr.t(
+            "Sorry, the clip of request #{id} could not be extracted: {reason} IT has been told and can retry.",
+            id=req_id, reason=_error_text(tr, key))))
+    for p in custody_people(ctx, req.school_id):
+        ctx.send_to(p, lambda tr: Reply(
+            tr.t("⚠️ Extracting the clip of request #{id} failed: {reason}", id=req_id, reason=_error_text(tr, key)),
+            buttons=keyboard(Button(tr.t("🔁 Retry"), f"{PREFIX}:{req_id}:retry"))))
