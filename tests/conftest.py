@@ -14,26 +14,42 @@ from sqlalchemy import text
 from bot.config import Settings, load_settings
 from storage.db import Database
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "")
-if PG_URL.startswith("postgresql://"):
-    PG_URL = "postgresql+psycopg://" + PG_URL[len("postgresql://"):]
+PG_BASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+if PG_BASE_URL.startswith("postgresql://"):
+    PG_BASE_URL = "postgresql+psycopg://" + PG_BASE_URL[len("postgresql://"):]
+# Each test session works in its own schema, so parallel runs on one server never collide.
+PG_SCHEMA = f"t_{os.getpid()}"
+PG_URL = (PG_BASE_URL + ("&" if "?" in PG_BASE_URL else "?") + f"options=-csearch_path%3D{PG_SCHEMA}"
+          if PG_BASE_URL else "")
 
 _pg_migrated = False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pg_schema_cleanup() -> Iterator[None]:
+    yield
+    if _pg_migrated:
+        from sqlalchemy import create_engine
+
+        engine = create_engine(PG_BASE_URL)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE'))
+        engine.dispose()
 
 
 def _reset_pg(db: Database) -> None:
     global _pg_migrated
     with db.engine.begin() as conn:
         if not _pg_migrated:
-            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE'))
+            conn.execute(text(f'CREATE SCHEMA "{PG_SCHEMA}"'))
     if not _pg_migrated:
         db.migrate()
         _pg_migrated = True
         return
     with db.engine.begin() as conn:
         tables = [r[0] for r in conn.execute(text(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"))]
+            "SELECT tablename FROM pg_tables WHERE schemaname=current_schema() AND tablename <> 'alembic_version'"))]
         if tables:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
 
