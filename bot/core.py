@@ -719,7 +719,7 @@ class Dispatcher:
 
     def _step(self, ctx: Ctx, conv: Conversation, msg: Inbound) -> Step:
         flow = self.services.registry.flows.get(conv.flow or "")
-        if flow is None or conv.state not in flow.states:
+        if flow is None or conv.state is None or conv.state not in flow.states:
             self._clear(conv)
             return Step.stay(*self._menu(ctx))
         if ctx.person is not None and not flow.allowed(ctx.person):

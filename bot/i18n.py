@@ -10,9 +10,9 @@ every one of them (a test checks it)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import io
-from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -90,31 +90,30 @@ class Translator:
         return text.format(**{k: escape(v) for k, v in values.items()})
 
     # -- formatting ----------------------------------------------------------------------------
-    def local(self, dt: datetime) -> datetime:
-        if dt.tzinfo is None:
-            from datetime import UTC
-            dt = dt.replace(tzinfo=UTC)
-        return dt.astimezone(self.tz)
+    def local(self, when: dt.datetime) -> dt.datetime:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.astimezone(self.tz)
 
-    def date(self, d: date | datetime, fmt: str = "dd/MM/yyyy") -> str:
-        if isinstance(d, datetime):
+    def date(self, d: dt.date | dt.datetime, fmt: str = "dd/MM/yyyy") -> str:
+        if isinstance(d, dt.datetime):
             d = self.local(d).date()
         return _bd_date(d, format=fmt, locale=self._babel_locale)
 
-    def long_date(self, d: date | datetime) -> str:
+    def long_date(self, d: dt.date | dt.datetime) -> str:
         """``Thứ Sáu, 21 tháng 11, 2026``."""
-        if isinstance(d, datetime):
+        if isinstance(d, dt.datetime):
             d = self.local(d).date()
         return _bd_date(d, format="full", locale=self._babel_locale)
 
-    def time(self, t: time | datetime) -> str:
-        if isinstance(t, datetime):
+    def time(self, t: dt.time | dt.datetime) -> str:
+        if isinstance(t, dt.datetime):
             t = self.local(t).time()
         return _bd_time(t, format="HH:mm", locale=self._babel_locale)
 
-    def datetime(self, dt: datetime) -> str:
+    def datetime(self, when: dt.datetime) -> str:
         """``08:30 21/11/2026`` in the school's time zone."""
-        return _bd_datetime(self.local(dt), format="HH:mm dd/MM/yyyy", tzinfo=self.tz,
+        return _bd_datetime(self.local(when), format="HH:mm dd/MM/yyyy", tzinfo=self.tz,
                             locale=self._babel_locale)
 
     def number(self, n: int | float | Decimal) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from bot.i18n import N_
@@ -59,6 +60,8 @@ _ALIASES: dict[str, Role] = {
     "thu ky": Role.SECRETARY, "thu ky ban bien tap": Role.SECRETARY,
     "to truong": Role.DEPT_HEAD, "to truong chuyen mon": Role.DEPT_HEAD,
     "giao vien": Role.TEACHER, "gv": Role.TEACHER,
+    "giao vien chu nhiem": Role.TEACHER, "gvcn": Role.TEACHER, "giao vien bo mon": Role.TEACHER,
+    "hieu pho": Role.VICE_PRINCIPAL,
     "bao ve": Role.GUARD, "nhan vien bao ve": Role.GUARD,
     "truong phong bao ve": Role.GUARD_LEAD, "truong bao ve": Role.GUARD_LEAD,
     "to truong bao ve": Role.GUARD_LEAD, "doi truong bao ve": Role.GUARD_LEAD,
@@ -85,10 +88,10 @@ def parse_role(raw: str) -> Role | None:
 
 
 def parse_roles(raw: str) -> tuple[list[Role], list[str]]:
-    """Split on ``;`` or ``,``; return (roles, unknown parts)."""
+    """Split on ``;``, ``,``, ``/`` or line breaks (Alt+Enter in an Excel cell); return (roles, unknown parts)."""
     roles: list[Role] = []
     unknown: list[str] = []
-    for part in raw.replace(";", ",").split(","):
+    for part in re.split(r"[;,/\r\n]", raw):
         if not part.strip():
             continue
         role = parse_role(part)

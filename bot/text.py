@@ -64,7 +64,9 @@ def normalize_phone(raw: str | None) -> str | None:
         national = s
     else:
         return None
-    if len(national) not in (9, 10) or national[0] == "0":
+    # Since 2018 mobiles are 9 digits after the 0 (03x 05x 07x 08x 09x) and landlines 10 (02x):
+    # anything else is a typo (e.g. one digit too many), not a number.
+    if not ((len(national) == 9 and national[0] in "35789") or (len(national) == 10 and national[0] == "2")):
         return None
     return "+84" + national
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,8 @@ async def test_step_exception_gives_apology_and_keeps_state(rt, monkeypatch):
 
     states = dict(flow.states)
     states["menu"] = boom
-    object.__setattr__(flow, "states", states)
+    # Patch this runtime's registry only: the module-level FLOW is shared by every registry.
+    monkeypatch.setitem(rt.registry.flows, "profile", dataclasses.replace(flow, states=states))
     await rt.dispatcher.handle(inbound("900", payload="c:unit"))
     assert "secret detail" not in ch.sent[-1].reply.text
     conv = rt.db.run_sync(lambda s: s.exec(select(Conversation)).one())

@@ -29,7 +29,20 @@ from typing import Any
 from sqlmodel import col, select
 
 from bot import approvals
-from bot.core import Button, Ctx, Flow, Handler, Inbound, OutFile, Registry, Reply, Step, choice, choice_value, keyboard
+from bot.core import (
+    Button,
+    Ctx,
+    Flow,
+    Handler,
+    Inbound,
+    OutFile,
+    Registry,
+    Reply,
+    Step,
+    choice,
+    choice_value,
+    keyboard,
+)
 from bot.i18n import N_, Translator
 from bot.roles import BGH, Role
 from bot.text import fold, parse_date, parse_time

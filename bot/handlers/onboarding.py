@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bot.core import Ctx, Handler, Registry, Reply, Step
-from bot.i18n import N_
 from bot.handlers.menu import menu_reply, roles_text
+from bot.i18n import N_
 from bot.text import mask_phone, normalize_phone
 from storage.models import School
 from storage.people import active_people_by_phone, link_identity, looks_like_code, redeem_invite

@@ -15,7 +15,7 @@ target_metadata = SQLModel.metadata
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url"))
+        engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url") or "")
         with engine.begin() as conn:
             _run(conn)
     else:

@@ -1,0 +1,330 @@
+"""Zalo Bot Platform channel: Telegram-shaped API, no buttons — every choice is a numbered menu.
+
+Calls go to ``{api_base}/bot<TOKEN>/<method>`` (the token is part of the URL, so URLs are never
+logged). Updates arrive by long polling (``deleteWebhook`` first; an empty poll answers ``ok:false``
+with ``error_code`` 408, which just means "poll again") or, when ``ZALO_BOT_WEBHOOK_URL`` is set, by
+webhook (``setWebhook`` with a secret; the ``X-Bot-Api-Secret-Token`` header is compared in constant
+time, 403 otherwise; wrapped ``{"ok": true, "result": {...}}`` and bare bodies are both accepted).
+
+Buttons become a numbered list appended to the text; the person answers ``1``, ``2`` … or the label
+(case and diacritics forgiven) and the answer is resolved here, on the server, into the payload.
+Photos go out by URL (``sendPhoto`` with an expiring link served by the bot); other files as a link."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+from aiohttp import web
+
+from bot.channels.zalo_common import (
+    MediaLinks,
+    MenuStore,
+    begin_reply,
+    download,
+    end_reply,
+    file_size,
+    flat_buttons,
+    html_to_plain,
+    link_text,
+    looks_like_payload,
+    numbered_list,
+    parse_command,
+    split_text,
+    translator_for,
+)
+from bot.core import ChannelName, Inbound, MessageRef, Outbound, Reply
+from bot.i18n import Translator
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+MAX_DOWNLOAD = 25 * 1024 * 1024
+POLL_TIMEOUT = 30
+DEFAULT_WEBHOOK_PATH = "/zalo/bot/webhook"
+
+
+class ZaloBotError(Exception):
+    """A Zalo Bot API call failed (``code`` is ``error_code`` or the HTTP status)."""
+
+    def __init__(self, method: str, code: int, description: str = "") -> None:
+        super().__init__(f"Zalo Bot {method} failed: {code} {description}")
+        self.method = method
+        self.code = code
+
+
+class ZaloBotChannel:
+    """The Zalo Bot adapter (implements the Channel and ChannelAdapter protocols)."""
+
+    name = ChannelName.ZALO_BOT.value
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.db = runtime.db
+        self.menus = MenuStore(self.db, self.name)
+        self.links = MediaLinks.of(runtime)
+        self._base = f"{self.settings.zalo_bot_api_base.rstrip('/')}/bot{self.settings.zalo_bot_token}"
+        self.webhook_mode = bool(self.settings.zalo_bot_webhook_url)
+        self.webhook_path = (urlparse(self.settings.zalo_bot_webhook_url).path or DEFAULT_WEBHOOK_PATH
+                             if self.webhook_mode else DEFAULT_WEBHOOK_PATH)
+        self.poll_timeout = POLL_TIMEOUT
+        self.backoff_max = 30.0
+        self._http: aiohttp.ClientSession | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def setup_routes(self, app: web.Application) -> None:
+        if self.webhook_mode:
+            app.router.add_post(self.webhook_path, self._webhook)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.poll_timeout + 30))
+        return self._http
+
+    async def start(self) -> None:
+        self._stopping = False
+        if self.webhook_mode:
+            await self.call("setWebhook", url=self.settings.zalo_bot_webhook_url,
+                            secret_token=self.settings.zalo_bot_webhook_secret)
+            log.info("Zalo Bot: webhook set")
+            return
+        await self.call("deleteWebhook")  # polling and webhook exclude each other
+        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        log.info("Zalo Bot: polling for updates")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def idle(self) -> None:
+        """Wait until every update received so far is processed (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- API -----------------------------------------------------------------------------------
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call ``method``; return ``result`` or raise :class:`ZaloBotError` (408 for an empty poll).
+
+        Errors never carry the URL (it contains the bot token)."""
+        try:
+            async with self.http.post(f"{self._base}/{method}", json=params) as resp:
+                status = resp.status
+                try:
+                    body = await resp.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ZaloBotError(method, -1, type(exc).__name__) from None
+        if not isinstance(body, dict):
+            raise ZaloBotError(method, status, "unreadable answer")
+        if not body.get("ok"):
+            try:
+                code = int(body.get("error_code") or status)
+            except (TypeError, ValueError):
+                code = status
+            raise ZaloBotError(method, code, str(body.get("description", ""))[:200])
+        return body.get("result")
+
+    # -- inbound: polling ----------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            try:
+                result = await self.call("getUpdates", timeout=str(self.poll_timeout))
+            except asyncio.CancelledError:
+                raise
+            except ZaloBotError as exc:
+                if exc.code == 408:  # nothing new: poll again at once
+                    delay = 1.0
+                    continue
+                log.warning("Zalo Bot: getUpdates failed (%s); retrying in %.0f s", exc.code, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            except Exception:
+                log.exception("Zalo Bot: polling error; retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = 1.0
+            for update in result if isinstance(result, list) else [result]:
+                if isinstance(update, dict):
+                    self._accept(update)
+
+    # -- inbound: webhook ----------------------------------------------------------------------
+    async def _webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get("X-Bot-Api-Secret-Token", "")
+        expected = self.settings.zalo_bot_webhook_secret
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("Zalo Bot webhook with a wrong secret refused")
+            return web.Response(status=403)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return web.Response(status=413)
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            return web.Response(status=413)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.Response(status=400, text="malformed JSON")
+        if isinstance(body, dict) and "result" in body and isinstance(body["result"], dict):
+            body = body["result"]
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="unexpected body")
+        self._accept(body)
+        return web.json_response({"ok": True})
+
+    def _accept(self, update: dict[str, Any]) -> None:
+        key = self._update_key(update)
+        if key in self._seen:
+            return
+        self._seen[key] = None
+        while len(self._seen) > 5000:
+            self._seen.popitem(last=False)
+        task = asyncio.get_running_loop().create_task(self._process(update, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _update_key(update: dict[str, Any]) -> str:
+        msg = update.get("message") if isinstance(update.get("message"), dict) else {}
+        mid = (msg or {}).get("message_id")
+        if mid:
+            return str(mid)[:120]
+        blob = json.dumps(update, sort_keys=True, ensure_ascii=False).encode()
+        return "h:" + hashlib.sha256(blob).hexdigest()[:40]
+
+    async def _process(self, update: dict[str, Any], key: str) -> None:
+        try:
+            msg = await self._to_inbound(update, key)
+            if msg is None:
+                return
+            token = begin_reply(msg.chat_id)
+            try:
+                await self.runtime.dispatcher.handle(msg)
+            finally:
+                end_reply(token)
+        except Exception:
+            log.exception("Zalo Bot update %s could not be processed", update.get("event_name"))
+
+    async def _to_inbound(self, update: dict[str, Any], key: str) -> Inbound | None:
+        name = str(update.get("event_name", ""))
+        msg = update.get("message")
+        if not isinstance(msg, dict):
+            return None
+        sender = msg.get("from") if isinstance(msg.get("from"), dict) else {}
+        chat = msg.get("chat") if isinstance(msg.get("chat"), dict) else {}
+        user_id = str((sender or {}).get("id") or (chat or {}).get("id") or "")
+        chat_id = str((chat or {}).get("id") or user_id)
+        if not user_id:
+            return None
+        if (sender or {}).get("is_bot"):
+            return None
+        base: dict[str, Any] = {"channel": self.name, "user_id": user_id, "chat_id": chat_id, "update_key": key,
+                                "message_id": str(msg["message_id"]) if msg.get("message_id") else None,
+                                "display_name": str((sender or {}).get("display_name") or "")[:200]}
+        if name == "message.text.received" or (not name and msg.get("text")):
+            return await self._text_inbound(base, str(msg.get("text") or ""))
+        if name == "message.image.received":
+            url = str(msg.get("photo_url") or msg.get("photo") or "")
+            ref = await download(self.http, url, media=self.runtime.media, kind="photo", max_bytes=MAX_DOWNLOAD)
+            caption = str(msg.get("caption") or "") or None
+            return Inbound(**base, text=caption, files=(ref,))
+        return Inbound(**base)  # sticker, unsupported …: no content; the core answers
+
+    async def _text_inbound(self, base: dict[str, Any], text: str) -> Inbound:
+        stripped = text.strip()
+        if looks_like_payload(stripped, self.runtime.registry):
+            return Inbound(**base, payload=stripped)
+        cmd = parse_command(stripped)
+        if cmd is not None:
+            return Inbound(**base, text=text, command=cmd[0], args=cmd[1])
+        payload = await self.menus.resolve(base["chat_id"], stripped)
+        if payload is not None:
+            return Inbound(**base, text=text, payload=payload)
+        return Inbound(**base, text=text)
+
+    # -- outbound ------------------------------------------------------------------------------
+    async def _send_text(self, chat_id: str, text: str) -> str | None:
+        result = await self.call("sendMessage", chat_id=chat_id, text=text)
+        mid = result.get("message_id") if isinstance(result, dict) else None
+        return str(mid) if mid is not None else None
+
+    async def send(self, out: Outbound) -> str | None:
+        reply = out.reply
+        tr: Translator | None = None
+
+        async def translator() -> Translator:
+            nonlocal tr
+            if tr is None:
+                tr = await translator_for(self.db, out.person_id, self.settings.default_locale, self.settings.tz)
+            return tr
+
+        html_text = reply.text
+        buttons = flat_buttons(reply.buttons)
+        if reply.ask_contact and not buttons:
+            html_text += "\n\n" + (await translator()).t(
+                "On Zalo, link your account by sending the link code the school office gave you "
+                "(for example K7QX-M2PD-9TRA).")
+        if buttons:
+            html_text += "\n\n" + numbered_list(await translator(), buttons)
+        first_id: str | None = None
+        if reply.file is not None:
+            first_id = await self._send_file(out, await translator())
+        last_id: str | None = None
+        for part in split_text(html_to_plain(html_text)):
+            last_id = await self._send_text(out.chat_id, part)
+            first_id = first_id or last_id
+        if buttons:
+            await self.menus.remember(out.chat_id, buttons)
+        else:
+            await self.menus.plain_sent(out.chat_id)
+        return last_id if buttons else (first_id or last_id)
+
+    async def _send_file(self, out: Outbound, tr: Translator) -> str | None:
+        file = out.reply.file
+        assert file is not None
+        if not await asyncio.to_thread(file_size, file.path):
+            log.warning("Zalo Bot: outbound file missing; nothing sent")
+            return None
+        link = await self.links.create(file, channel=self.name, chat_id=out.chat_id, person_id=out.person_id)
+        if file.kind == "photo":
+            result = await self.call("sendPhoto", chat_id=out.chat_id, photo=link.url)
+            mid = result.get("message_id") if isinstance(result, dict) else None
+            return str(mid) if mid is not None else None
+        return await self._send_text(out.chat_id, html_to_plain(link_text(tr, link)))
+
+    async def edit(self, ref: MessageRef, reply: Reply) -> bool:
+        """Zalo cannot edit a sent message: the updated text is sent as a new message."""
+        mid = await self.send(Outbound(self.name, ref.chat_id, reply))
+        return mid is not None
+
+    async def delete(self, ref: MessageRef) -> bool:
+        """The Zalo Bot API has no delete."""
+        return False
+
+
+__all__ = ["ZaloBotChannel", "ZaloBotError"]

@@ -1,0 +1,537 @@
+"""Cut the window of a :class:`~media.recordings.Coverage` into one mp4 clip with ffmpeg.
+
+* **Stream copy first.**  One segment: input seeking (``-ss`` before ``-i``) and ``-t``.  Several
+  segments: the concat demuxer over the segment files, with ``inpoint`` on the first file (the
+  demuxer's input seeking) and ``outpoint`` on the last, each file's probed duration given so nothing
+  is read twice.  NVR: ffmpeg reads the playback URL (``-rtsp_transport tcp`` for RTSP) with an I/O
+  timeout.  Output always gets ``-movflags +faststart`` (phones start playing at once).
+* **Re-encode only** when the copy is bigger than the delivery cap (bitrate computed from the cap so
+  the result uses 85–98 % of it; ``maxrate``/``bufsize``; retried with a corrected bitrate when it
+  lands outside; the final size is checked) or when a watermark must be burned in (``drawtext`` reads
+  the text from a file with ``expansion=none``: no user text is ever put on the command line).
+* The clip is written in a private temporary folder next to the destination and renamed into place
+  only once ffprobe confirms its duration (requested ± one GOP).  Nothing partial is ever returned
+  as complete: a partial coverage is refused unless ``allow_partial`` and then flagged in
+  ``warnings``.
+
+Errors are :class:`ClipError` with a stable ``key`` (``segment_missing``, ``segment_corrupt``,
+``partial_coverage``, ``no_recordings``, ``future``, ``too_old``, ``source_unreachable``,
+``duration_mismatch``, ``too_big``, ``timeout``, ``ffmpeg_failed``); callers translate keys into
+messages, this module holds no user-facing text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import ffmpeg
+
+from media.recordings import SCHOOL_TZ, Coverage, CoverageStatus, Segment, redact_url
+
+log = logging.getLogger(__name__)
+
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+DEFAULT_SIZE_CAP = 50 * 1000 * 1000  # Telegram Bot API upload limit ("50 MB"), kept on the safe side
+
+ProgressCallback = Callable[[str, float], object]  # (phase "cut" | "encode", fraction 0..1)
+
+_FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/local/share/fonts/DejaVuSans.ttf",
+)
+
+
+class ClipError(Exception):
+    """Extraction failed; ``key`` is stable (see the module docstring), ``detail`` is for logs only."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        super().__init__(f"{key}: {detail}" if detail else key)
+        self.key = key
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Requester, request number and time, burned into the picture."""
+
+    requester: str
+    request_no: str
+    at: datetime
+    tz: str = SCHOOL_TZ
+
+    def text(self) -> str:
+        when = self.at.astimezone(ZoneInfo(self.tz)).strftime("%d/%m/%Y %H:%M")
+        return f"{self.requester} · #{self.request_no} · {when}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClipOptions:
+    size_cap: int = DEFAULT_SIZE_CAP
+    watermark: str | Watermark | None = None
+    allow_partial: bool = False
+    timeout_s: float = 900.0
+    io_timeout_s: float = 15.0          # network sources: give up when nothing arrives for this long
+    gop_s: float | None = None          # key-frame interval; estimated from the recording when None
+    preset: str = "veryfast"
+    audio_bitrate: int = 64_000
+    target_fill: float = 0.92           # aim for this share of the cap ...
+    min_fill: float = 0.85              # ... and accept anything between these two
+    max_fill: float = 0.98
+    max_attempts: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ClipResult:
+    path: Path
+    duration_s: float
+    size: int
+    sha256: str
+    segments_used: tuple[str, ...]
+    reencoded: bool
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    duration: float
+    width: int
+    height: int
+    fps: float
+    has_video: bool
+    has_audio: bool
+    audio_codec: str | None
+    gop: float | None = None
+
+
+def find_font() -> str | None:
+    """A TrueType font with Vietnamese glyphs: DejaVu Sans via fc-match, else a known path."""
+    if shutil.which("fc-match"):
+        try:
+            out = subprocess.run(["fc-match", "-f", "%{file}", "DejaVu Sans:lang=vi"], capture_output=True,
+                                 text=True, timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        if out and os.path.exists(out) and "dejavu" in out.lower():
+            return out
+    for path in _FONT_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# ffmpeg / ffprobe plumbing
+
+
+async def _probe(path: Path, limit_s: float = 60.0) -> _Probe | None:
+    """Duration, streams and the key-frame interval (first minute's video packets) in ONE ffprobe run."""
+    proc = await asyncio.create_subprocess_exec(
+        FFPROBE, "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+60", "-show_entries",
+        "format=duration:stream=codec_type,codec_name,width,height,avg_frame_rate:packet=pts_time,flags",
+        "-of", "json", str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(out)
+        duration = float(data["format"]["duration"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    video = next((s for s in data.get("streams", []) if s.get("codec_type") == "video"), None)
+    fps = 0.0
+    if video and "/" in str(video.get("avg_frame_rate", "")):
+        num, den = str(video["avg_frame_rate"]).split("/", 1)
+        fps = float(num) / float(den) if float(den) else 0.0
+    keys = sorted(float(p["pts_time"]) for p in data.get("packets", [])
+                  if "K" in str(p.get("flags", "")) and "pts_time" in p)
+    gop = max((b - a for a, b in zip(keys, keys[1:], strict=False)), default=None)
+    return _Probe(duration=duration, width=int(video.get("width", 0)) if video else 0,
+                  height=int(video.get("height", 0)) if video else 0, fps=fps, has_video=video is not None,
+                  has_audio=False, audio_codec=None, gop=gop)
+
+
+async def _has_audio(path: Path) -> bool:
+    proc = await asyncio.create_subprocess_exec(
+        FFPROBE, "-v", "error", "-select_streams", "a", "-show_entries", "stream=index", "-of", "csv=p=0",
+        str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return bool(out.strip())
+
+
+async def run_ffmpeg(args: list[str], *, duration_s: float, limit_s: float, phase: str = "cut",
+                     progress: ProgressCallback | None = None, secret: str | None = None) -> None:
+    """Run ffmpeg (``args`` from ffmpeg-python's ``compile()``) without blocking the event loop,
+    reporting ``-progress`` to ``progress``.  Raises ClipError("ffmpeg_failed"/"timeout"); ``secret``
+    (an URL with credentials) is redacted from the error detail."""
+    full = [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+            "-progress", "pipe:1", *args[1:]]
+    proc = await asyncio.create_subprocess_exec(*full, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    err_tail = bytearray()
+
+    async def read_err() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(4096):
+            err_tail.extend(chunk)
+            del err_tail[:-4000]
+
+    async def read_progress() -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            key, _, value = line.decode("ascii", "replace").strip().partition("=")
+            if progress is None or key not in ("out_time_us", "progress"):
+                continue
+            if key == "progress":
+                fraction = 1.0 if value == "end" else -1.0
+            else:
+                try:
+                    fraction = max(0.0, min(1.0, int(value) / 1e6 / duration_s)) if duration_s > 0 else 0.0
+                except ValueError:
+                    continue
+            if fraction >= 0:
+                res = progress(phase, fraction)
+                if inspect.isawaitable(res):
+                    await res
+
+    try:
+        await asyncio.wait_for(asyncio.gather(read_err(), read_progress(), proc.wait()), limit_s)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise ClipError("timeout", f"ffmpeg ran longer than {limit_s:.0f}s") from exc
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        detail = err_tail.decode("utf-8", "replace").strip()
+        if secret:
+            detail = detail.replace(secret, redact_url(secret))
+        raise ClipError("ffmpeg_failed", detail[-1500:])
+
+
+def _concat_line(path: str) -> str:
+    return "file '" + path.replace("'", "'\\''") + "'"
+
+
+def _escape_error(detail: str) -> str:
+    d = detail.lower()
+    if any(s in d for s in ("invalid data found", "moov atom not found", "error while decoding",
+                            "could not find codec parameters", "invalid nal", "truncat")):
+        return "segment_corrupt"
+    if any(s in d for s in ("no such file", "does not exist")):
+        return "segment_missing"
+    return "ffmpeg_failed"
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _clean_text(text: str) -> str:
+    text = "".join(ch for ch in text if ch == "\n" or (ch.isprintable() and ch not in "\x7f"))
+    return text.strip()[:300]
+
+
+# ------------------------------------------------------------------------------------------------
+# the cut
+
+
+def _check(coverage: Coverage, options: ClipOptions) -> list[str]:
+    warnings: list[str] = []
+    status = coverage.status
+    if status == CoverageStatus.FUTURE:
+        raise ClipError("future")
+    if status == CoverageStatus.TOO_OLD:
+        raise ClipError("too_old")
+    if status == CoverageStatus.NONE or not coverage.segments:
+        raise ClipError("no_recordings")
+    if coverage.corrupt and not options.allow_partial:
+        raise ClipError("segment_corrupt", ", ".join(coverage.corrupt))
+    if status == CoverageStatus.PARTIAL:
+        if not options.allow_partial:
+            raise ClipError("partial_coverage")
+        warnings.append("partial_coverage")
+        if len(coverage.covered) > 1:
+            warnings.append("gaps_removed")
+    if coverage.corrupt:
+        warnings.append("segment_corrupt_skipped")
+    if coverage.kind == "folder":
+        for seg in coverage.segments:
+            try:
+                st = os.stat(seg.path)
+            except OSError as exc:
+                raise ClipError("segment_missing", seg.path) from exc
+            if st.st_size == 0:
+                raise ClipError("segment_corrupt", seg.path)
+    return warnings
+
+
+def _copy_args_folder(coverage: Coverage, work: Path, out: Path) -> tuple[list[str], list[Segment]]:
+    start, end = coverage.start, coverage.end
+    used = [s for s in coverage.segments if s.end > start and s.start < end]
+    if not used:
+        raise ClipError("no_recordings")
+    if len(used) == 1:
+        seg = used[0]
+        offset = max(0.0, (start - seg.start).total_seconds())
+        length = (min(end, seg.end) - max(start, seg.start)).total_seconds()
+        stream = ffmpeg.input(seg.path, ss=f"{offset:.3f}").output(
+            str(out), t=f"{length:.3f}", c="copy", movflags="+faststart", f="mp4",
+            avoid_negative_ts="make_zero")
+        return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
+    lines = ["ffconcat version 1.0"]
+    for i, seg in enumerate(used):
+        inpoint = max(0.0, (start - seg.start).total_seconds()) if i == 0 else 0.0
+        outpoint = (end - seg.start).total_seconds() if (i == len(used) - 1 and seg.end > end) else None
+        lines.append(_concat_line(seg.path))
+        if inpoint > 0:
+            lines.append(f"inpoint {inpoint:.3f}")
+        if outpoint is not None:
+            lines.append(f"outpoint {outpoint:.3f}")
+        lines.append(f"duration {(outpoint if outpoint is not None else seg.seconds) - inpoint:.3f}")
+    listing = work / "segments.ffconcat"
+    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stream = ffmpeg.input(str(listing), f="concat", safe=0).output(
+        str(out), c="copy", movflags="+faststart", f="mp4", avoid_negative_ts="make_zero")
+    return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
+
+
+def _copy_args_nvr(url: str, seconds: float, out: Path, io_timeout_s: float) -> list[str]:
+    micro = str(int(io_timeout_s * 1_000_000))
+    opts: dict[str, str] = {}
+    if url.lower().startswith(("rtsp://", "rtsps://")):
+        opts = {"rtsp_transport": "tcp", "timeout": micro}
+    else:
+        opts = {"rw_timeout": micro}
+    stream = ffmpeg.input(url, **opts).output(
+        str(out), t=f"{seconds:.3f}", vcodec="copy", acodec="aac", movflags="+faststart", f="mp4",
+        avoid_negative_ts="make_zero")
+    return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True)
+
+
+def _pick_height(video_bps: float, probe: _Probe) -> int | None:
+    """A lower output height when the bitrate is too thin for the source size (bits/pixel/frame)."""
+    if not probe.width or not probe.height:
+        return None
+    fps = probe.fps or 10.0
+    for height in (probe.height, 1080, 720, 480, 360, 240):
+        if height > probe.height:
+            continue
+        width = probe.width * height / probe.height
+        if video_bps / (width * height * fps) >= 0.04 or height == 240:
+            return None if height == probe.height else height
+    return None
+
+
+async def _encode(src: Path, dst: Path, probe: _Probe, *, video_bps: int | None, drawtext: dict[str, object] | None,
+                  height: int | None, options: ClipOptions, progress: ProgressCallback | None) -> None:
+    inp = ffmpeg.input(str(src))
+    video = inp.video
+    if height:
+        video = video.filter("scale", -2, height)
+    if drawtext:
+        video = video.filter("drawtext", **drawtext)
+    streams = [video]
+    kwargs: dict[str, object] = {"vcodec": "libx264", "preset": options.preset, "pix_fmt": "yuv420p",
+                                 "movflags": "+faststart", "f": "mp4"}
+    if video_bps:
+        kwargs.update({"video_bitrate": str(video_bps), "maxrate": str(int(video_bps * 1.1)),
+                       "bufsize": str(int(video_bps * 2))})
+    else:
+        kwargs["crf"] = 23
+    if probe.has_audio:
+        streams.append(inp.audio)
+        kwargs.update({"acodec": "aac", "audio_bitrate": str(options.audio_bitrate)})
+    args = ffmpeg.compile(ffmpeg.output(*streams, str(dst), **kwargs), cmd=FFMPEG, overwrite_output=True)
+    await run_ffmpeg(args, duration_s=probe.duration, limit_s=options.timeout_s, phase="encode",
+                     progress=progress)
+
+
+async def cut_clip(coverage: Coverage, out_path: str | Path, options: ClipOptions | None = None,
+                   progress: ProgressCallback | None = None) -> ClipResult:
+    """Cut ``coverage``'s window into ``out_path`` (mp4).  See the module docstring."""
+    options = options or ClipOptions()
+    out_path = Path(out_path)
+    warnings = _check(coverage, options)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".clip-", dir=out_path.parent))
+    try:
+        return await _cut(coverage, out_path, work, options, progress, warnings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOptions,
+               progress: ProgressCallback | None, warnings: list[str]) -> ClipResult:
+    copy = work / "copy.mp4"
+    expected = coverage.covered_seconds
+    gop = options.gop_s
+    if coverage.kind == "nvr":
+        if not coverage.url:
+            raise ClipError("no_recordings")
+        args = _copy_args_nvr(coverage.url, expected, copy, options.io_timeout_s)
+        used = [coverage.redacted_url or redact_url(coverage.url)]
+        try:
+            await run_ffmpeg(args, duration_s=expected, limit_s=options.timeout_s, progress=progress,
+                             secret=coverage.url)
+        except ClipError as exc:
+            if exc.key == "ffmpeg_failed":
+                raise ClipError("source_unreachable", exc.detail) from exc
+            raise
+    else:
+        args, segs = _copy_args_folder(coverage, work, copy)
+        used = [s.path for s in segs]
+        try:
+            await run_ffmpeg(args, duration_s=expected, limit_s=options.timeout_s, progress=progress)
+        except ClipError as exc:
+            if exc.key == "ffmpeg_failed":
+                missing = _missing(used)
+                if missing:
+                    raise ClipError("segment_missing", ", ".join(missing)) from exc
+                raise ClipError(_escape_error(exc.detail), exc.detail) from exc
+            raise
+    probe = await _probe(copy)
+    if probe is None or not probe.has_video:
+        raise ClipError("segment_corrupt" if coverage.kind == "folder" else "source_unreachable",
+                        "no readable video in the cut")
+    if gop is None:
+        gop = probe.gop
+    if gop is None and coverage.kind == "folder":  # clip shorter than one GOP: ask the recording
+        first = await _probe(Path(used[0]))
+        gop = first.gop if first else None
+    tolerance = (gop if gop is not None else 2.0) + (1.0 / probe.fps if probe.fps else 0.1) + 0.05
+    if abs(probe.duration - expected) > tolerance:
+        key = "segment_corrupt" if probe.duration < expected else "duration_mismatch"
+        raise ClipError(key, f"got {probe.duration:.2f}s, expected {expected:.2f}s ± {tolerance:.2f}s")
+
+    final = copy
+    final_probe: _Probe | None = probe
+    reencoded = False
+    text = options.watermark.text() if isinstance(options.watermark, Watermark) else options.watermark
+    text = _clean_text(text) if text else None
+    drawtext: dict[str, object] | None = None
+    if text:
+        textfile = work / "watermark.txt"
+        textfile.write_text(text, encoding="utf-8")
+        drawtext = {"textfile": str(textfile), "expansion": "none", "fontcolor": "white",
+                    "fontsize": max(12, probe.height // 24), "box": 1, "boxcolor": "black@0.55",
+                    "boxborderw": 4, "x": 8, "y": "h-th-12"}
+        font = find_font()
+        if font:
+            drawtext["fontfile"] = font
+        else:
+            warnings.append("font_missing")
+        marked = work / "marked.mp4"
+        probe = replace(probe, has_audio=await _has_audio(copy))
+        await _encode(copy, marked, probe, video_bps=None, drawtext=drawtext, height=None, options=options,
+                      progress=progress)
+        final, reencoded, final_probe = marked, True, None
+        warnings.append("watermarked")
+    if final.stat().st_size > options.size_cap:
+        if not text:
+            probe = replace(probe, has_audio=await _has_audio(copy))
+        final_probe = None
+        final = await _fit(copy, work, probe, drawtext, options, progress, warnings)
+        reencoded = True
+        warnings.append("reencoded_for_size")
+
+    out_probe = final_probe or await _probe(final)
+    if out_probe is None or abs(out_probe.duration - expected) > tolerance:
+        got = f"{out_probe.duration:.2f}s" if out_probe else "unreadable"
+        raise ClipError("duration_mismatch", f"final clip {got}, expected {expected:.2f}s")
+    size = final.stat().st_size
+    if size > options.size_cap:
+        raise ClipError("too_big", f"{size} > {options.size_cap}")
+    digest = await asyncio.to_thread(_sha256, final)
+    os.replace(final, out_path)
+    return ClipResult(path=out_path, duration_s=out_probe.duration, size=size, sha256=digest,
+                      segments_used=tuple(used), reencoded=reencoded, warnings=tuple(warnings))
+
+
+async def _fit(src: Path, work: Path, probe: _Probe, drawtext: dict[str, object] | None, options: ClipOptions,
+               progress: ProgressCallback | None, warnings: list[str]) -> Path:
+    """Re-encode ``src`` so it lands between min_fill and max_fill of the cap (best effort above
+    min_fill; never above the cap)."""
+    cap = options.size_cap
+    duration = max(probe.duration, 0.5)
+    audio_bps = options.audio_bitrate if probe.has_audio else 0
+    total_bps = cap * options.target_fill * 8 / duration
+    video_bps = int(total_bps * 0.98 - audio_bps)  # ~2 % for the mp4 container
+    if video_bps < 16_000:
+        raise ClipError("too_big", "the clip is too long for the size cap")
+    height = _pick_height(video_bps, probe)
+    if height:
+        warnings.append("downscaled")
+    best: tuple[int, Path] | None = None  # (size, path) closest to the target and under the cap
+    target = cap * options.target_fill
+    for attempt in range(options.max_attempts):
+        dst = work / f"fit{attempt}.mp4"
+        await _encode(src, dst, probe, video_bps=video_bps, drawtext=drawtext, height=height, options=options,
+                      progress=progress)
+        size = dst.stat().st_size
+        log.info("clip re-encode attempt %d: %d kbit/s -> %d bytes (cap %d)", attempt + 1, video_bps // 1000,
+                 size, cap)
+        if size <= cap and (best is None or abs(size - target) < abs(best[0] - target)):
+            best = (size, dst)
+        if cap * options.min_fill <= size <= cap * options.max_fill:
+            return dst
+        # Correct the video share of the bitrate by how far the whole file missed the target.
+        overhead = size - (video_bps * duration / 8)
+        wanted_video_bytes = target - max(overhead, 0)
+        video_bps = max(16_000, int(wanted_video_bytes * 8 / duration))
+    if best is None:
+        raise ClipError("too_big", "could not get the clip under the size cap")
+    if best[0] < cap * options.min_fill:
+        warnings.append("under_target_fill")
+    return best[1]
+
+
+def cut_clip_sync(coverage: Coverage, out_path: str | Path, options: ClipOptions | None = None) -> ClipResult:
+    """Blocking form of :func:`cut_clip` (scripts and the benchmark)."""
+    return asyncio.run(cut_clip(coverage, out_path, options))
+
+
+def describe(result: ClipResult) -> dict[str, object]:
+    """The facts an audit event records about a clip."""
+    return {"sha256": result.sha256, "size": result.size, "duration_s": round(result.duration_s, 3),
+            "segments": list(result.segments_used), "reencoded": result.reencoded,
+            "warnings": list(result.warnings), "file": os.path.basename(result.path)}
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def clip_filename(camera: str, start: datetime, request_no: str | int) -> str:
+    """A file-system-safe clip name built from the camera code, the start time and the request number."""
+    cam = _SAFE_NAME.sub("_", camera)[:40] or "camera"
+    return f"{cam}_{start.strftime('%Y%m%dT%H%M%S')}_{_SAFE_NAME.sub('_', str(request_no))[:20]}.mp4"
