@@ -90,15 +90,27 @@ def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@args(lambda p: p.add_argument("--no-serve", action="store_true", help="only create the demo school"))
+@args(lambda p: (p.add_argument("--no-serve", action="store_true", help="only create the demo school"),
+                 p.add_argument("--no-recordings", action="store_true", help="skip the synthetic camera footage")))
 @command("demo", "create the demo school (one person of each role) and start with the web chat")
 def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
+    from functools import partial
+
     from bot.demo import create_demo_school
+    from bot.demo_footage import make_recordings, seed_cameras
 
     db = open_db(settings)
-    name = db.run_sync(lambda s: create_demo_school(s))
+    seeder = partial(seed_cameras, data_dir=settings.data_dir)
+    name = db.run_sync(lambda s: create_demo_school(s, extra_seeders=[seeder]))
     db.dispose()
-    print(tr(settings).t("Demo school ready: {school}", school=name), flush=True)
+    t = tr(settings)
+    print(t.t("Demo school ready: {school}", school=name), flush=True)
+    if not ns.no_recordings:
+        print(t.t("Preparing demo camera recordings (the last half hour)…"), flush=True)
+        try:
+            make_recordings(settings.data_dir)
+        except Exception as exc:  # ffmpeg missing or failing must not stop the demo
+            log.warning("demo recordings could not be made: %s", exc)
     if ns.no_serve:
         return 0
     asyncio.run(_serve(settings))

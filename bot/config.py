@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     telegram_webhook_url: str = ""
     telegram_webhook_secret: str = ""
     telegram_concurrent_updates: int = Field(default=64, ge=1, le=1024)
+    telegram_max_download_mb: int = Field(default=20, ge=1, le=2000)
 
     zalo_oa_app_id: str = ""
     zalo_oa_app_secret: str = ""  # "secret_key" header of the token refresh call

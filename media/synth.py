@@ -30,7 +30,7 @@ def layout_pattern(layout: str) -> str:
 def make_archive(root: str | Path, camera: str, start: datetime, duration: float, segment_seconds: float = 60,
                  layout: str = "frigate", fps: int = 2, size: str = "320x180", gop: int | None = None, *,
                  tz: str | None = None, clock_tz_name: str = SCHOOL_TZ, label: str | None = None, reuse_one_segment: bool = False,
-                 timeout: float = 600) -> list[Path]:
+                 timeout: float = 600, crf: int | None = None) -> list[Path]:
     """Write ``duration`` seconds of synthetic video for ``camera`` from ``start`` under ``root``.
 
     ``gop`` is the key-frame interval in frames (default: one key frame per second).  ``tz`` is the
@@ -70,7 +70,7 @@ def make_archive(root: str | Path, camera: str, start: datetime, duration: float
             video, seg_pattern, f="segment", segment_time=segment_seconds, reset_timestamps=1,
             segment_format="mp4", segment_format_options="movflags=+faststart",
             vcodec="libx264", preset="ultrafast", tune="zerolatency", pix_fmt="yuv420p", g=gop,
-            keyint_min=gop, sc_threshold=0,
+            keyint_min=gop, sc_threshold=0, **({"crf": crf} if crf is not None else {}),
             force_key_frames=f"expr:gte(t,n_forced*{segment_seconds})")
         args = ffmpeg.compile(out.global_args("-hide_banner", "-loglevel", "error"), overwrite_output=True)
         proc = subprocess.run(args, capture_output=True, timeout=timeout, check=False)

@@ -279,7 +279,9 @@ class TelegramChannel:
         if not token:
             raise ValueError("TELEGRAM_BOT_TOKEN is not set")
         _protect_logs(token)
-        configured = getattr(self.settings, "telegram_max_download_bytes", None)
+        # A local Bot API server allows bigger downloads: TELEGRAM_MAX_DOWNLOAD_MB, if the setting exists.
+        configured_mb = getattr(self.settings, "telegram_max_download_mb", None)
+        configured = int(configured_mb) * 1024 * 1024 if configured_mb else None
         self.max_download = int(max_download or configured or DEFAULT_MAX_DOWNLOAD)
         self.webhook_url = self.settings.telegram_webhook_url
         self.webhook_path = (urlsplit(self.webhook_url).path or DEFAULT_WEBHOOK_PATH) if self.webhook_url else None
