@@ -450,7 +450,7 @@ def tick(ctx: Ctx) -> None:
             if _claim(ctx, stage, "escalated_at"):
                 _escalate(ctx, ap, stage)
             continue
-        if stage.reminded_at is None and ctx.now - started >= remind_after:
+        if stage.reminded_at is None and stage.escalated_at is None and ctx.now - started >= remind_after:
             if _claim(ctx, stage, "reminded_at"):
                 people = stage_approvers(ctx.session, ap, stage)
                 _send_cards(ctx, ap, people, prefix=N_("⏰ Reminder: this request is still waiting for you."))
