@@ -13,7 +13,6 @@ Photos go out by URL (``sendPhoto`` with an expiring link served by the bot); ot
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import logging
@@ -27,9 +26,9 @@ from aiohttp import web
 from bot.channels.zalo_common import (
     MediaLinks,
     MenuStore,
-    begin_reply,
+    dispatch_event,
     download,
-    end_reply,
+    event_key,
     file_size,
     flat_buttons,
     html_to_plain,
@@ -210,25 +209,10 @@ class ZaloBotChannel:
 
     @staticmethod
     def _update_key(update: dict[str, Any]) -> str:
-        msg = update.get("message") if isinstance(update.get("message"), dict) else {}
-        mid = (msg or {}).get("message_id")
-        if mid:
-            return str(mid)[:120]
-        blob = json.dumps(update, sort_keys=True, ensure_ascii=False).encode()
-        return "h:" + hashlib.sha256(blob).hexdigest()[:40]
+        return event_key(update, "message_id")
 
     async def _process(self, update: dict[str, Any], key: str) -> None:
-        try:
-            msg = await self._to_inbound(update, key)
-            if msg is None:
-                return
-            token = begin_reply(msg.chat_id)
-            try:
-                await self.runtime.dispatcher.handle(msg)
-            finally:
-                end_reply(token)
-        except Exception:
-            log.exception("Zalo Bot update %s could not be processed", update.get("event_name"))
+        await dispatch_event(self.runtime, self._to_inbound, update, key, "Zalo Bot")
 
     async def _to_inbound(self, update: dict[str, Any], key: str) -> Inbound | None:
         name = str(update.get("event_name", ""))

@@ -407,3 +407,31 @@ __all__ = [
     "download", "end_reply", "file_size", "flat_buttons", "html_to_plain", "link_text", "looks_like_payload",
     "numbered_list", "parse_command", "split_text", "translator_for",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound events, shared by both adapters
+# ---------------------------------------------------------------------------------------------
+def event_key(event: dict[str, Any], id_field: str) -> str:
+    """The de-duplication key of an event: the platform's message id, else a hash of the event."""
+    msg = event.get("message") if isinstance(event.get("message"), dict) else {}
+    mid = (msg or {}).get(id_field)
+    if mid:
+        return str(mid)[:120]
+    blob = json.dumps(event, sort_keys=True, ensure_ascii=False).encode()
+    return "h:" + hashlib.sha256(blob).hexdigest()[:40]
+
+
+async def dispatch_event(runtime: Any, to_inbound: Any, event: dict[str, Any], key: str, label: str) -> None:
+    """Turn one event into an Inbound and hand it to the dispatcher; failures are logged, never raised."""
+    try:
+        msg = await to_inbound(event, key)
+        if msg is None:
+            return
+        token = begin_reply(msg.chat_id)
+        try:
+            await runtime.dispatcher.handle(msg)
+        finally:
+            end_reply(token)
+    except Exception:
+        log.exception("%s event %s could not be processed", label, event.get("event_name"))

@@ -38,9 +38,9 @@ from bot.channels.zalo_common import (
     MediaLinks,
     MenuStore,
     WindowClosed,
-    begin_reply,
+    dispatch_event,
     download,
-    end_reply,
+    event_key,
     file_size,
     flat_buttons,
     html_to_plain,
@@ -312,25 +312,10 @@ class ZaloOAChannel:
 
     @staticmethod
     def _update_key(event: dict[str, Any]) -> str:
-        msg = event.get("message") if isinstance(event.get("message"), dict) else {}
-        mid = (msg or {}).get("msg_id")
-        if mid:
-            return str(mid)[:120]
-        blob = json.dumps(event, sort_keys=True, ensure_ascii=False).encode()
-        return "h:" + hashlib.sha256(blob).hexdigest()[:40]
+        return event_key(event, "msg_id")
 
     async def _process(self, event: dict[str, Any], key: str) -> None:
-        try:
-            msg = await self._to_inbound(event, key)
-            if msg is None:
-                return
-            token = begin_reply(msg.chat_id)
-            try:
-                await self.runtime.dispatcher.handle(msg)
-            finally:
-                end_reply(token)
-        except Exception:
-            log.exception("Zalo OA event %s could not be processed", event.get("event_name"))
+        await dispatch_event(self.runtime, self._to_inbound, event, key, "Zalo OA")
 
     async def _to_inbound(self, event: dict[str, Any], key: str) -> Inbound | None:
         name = str(event.get("event_name", ""))
