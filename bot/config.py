@@ -6,6 +6,8 @@ A missing or malformed setting stops start-up with one clear line naming it (see
 from __future__ import annotations
 
 import ipaddress
+import re
+from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,6 +65,7 @@ class Settings(BaseSettings):
     approval_remind_after_minutes: int = Field(default=240, ge=1)
     approval_escalate_after_minutes: int = Field(default=1440, ge=1)
     scheduler_tick_seconds: int = Field(default=30, ge=1, le=3600)
+    quiet_hours: str = "21:00-06:30"
 
     footage_max_minutes: int = Field(default=30, ge=1, le=240)
     clip_retention_days: int = Field(default=30, ge=1, le=3650)
@@ -76,6 +79,24 @@ class Settings(BaseSettings):
         if v not in ("vi", "en"):
             raise ValueError("must be 'vi' or 'en'")
         return v
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("", "off", "none"):
+            return ""
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", v)
+        if not m or int(m[1]) > 23 or int(m[3]) > 23 or int(m[2]) > 59 or int(m[4]) > 59:
+            raise ValueError("must look like 21:00-06:30 (or 'off')")
+        return f"{int(m[1]):02d}:{m[2]}-{int(m[3]):02d}:{m[4]}"
+
+    def quiet_window(self) -> tuple[time, time] | None:
+        """(start, end) of the quiet hours in local time, or None when switched off."""
+        if not self.quiet_hours:
+            return None
+        a, b = self.quiet_hours.split("-")
+        return time.fromisoformat(a), time.fromisoformat(b)
 
     @field_validator("timezone")
     @classmethod

@@ -247,6 +247,8 @@ class Registry:
         self.on_unknown_command: HandlerFn | None = None
         #: kind → fn(ctx, approval, outcome) called in the decider's unit when an approval ends
         self.approval_hooks: dict[str, Callable[..., None]] = {}
+        #: reminder rules (bot.reminders.Rule) declared by flow modules as ``RULES``
+        self.rules: dict[str, Any] = {}
 
     def add_flow(self, flow: Flow) -> None:
         if flow.name in self.flows:
@@ -254,6 +256,11 @@ class Registry:
         self.flows[flow.name] = flow
         if flow.command:
             self._claim(flow.command, flow)
+
+    def add_rule(self, rule: Any) -> None:
+        if rule.key in self.rules:
+            raise ValueError(f"duplicate reminder rule {rule.key}")
+        self.rules[rule.key] = rule
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -303,6 +310,8 @@ class Registry:
                 if attr == "FLOW":
                     self.add_flow(obj)
                     self.approval_hooks.update(getattr(module, "APPROVAL_HOOKS", {}) or {})
+                    for rule in getattr(module, "RULES", ()) or ():
+                        self.add_rule(rule)
                     extra = getattr(module, "register", None)
                     if callable(extra):  # a flow's own buttons and sub-flows
                         extra(self)
@@ -542,14 +551,15 @@ class Dispatcher:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def run_unit(self, fn: Callable[[Ctx], None], *, person_id: int | None = None,
-                       channel: str = "system") -> list[Outbound]:
+                       channel: str = "system", school_id: int | None = None) -> list[Outbound]:
         """Run work that is not an inbound event (scheduler ticks, background jobs) with a context,
         commit, then deliver what it queued."""
         msg = Inbound(channel=channel, user_id="", chat_id="", update_key="")
 
         def unit(s: Session) -> _Result:
             person = s.get(Person, person_id) if person_id else None
-            school = s.get(School, person.school_id) if person else None
+            sid = person.school_id if person else school_id
+            school = s.get(School, sid) if sid else None
             ctx = self.make_ctx(s, msg, person, school)
             fn(ctx)
             return _Result(ctx.outbox, after=ctx.after)

@@ -469,6 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"i18n check passed: {n} messages, all translated into Vietnamese.")
         return 0
 
+    # Several engineers (or helpers) may run this at once: one at a time, or they overwrite each other.
+    import fcntl
+
+    lock = (ROOT / "locales" / ".i18n.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     template = extract_template(ROOT)
     n = sum(1 for m in template if m.id)
     changed = write_template(template, ROOT)

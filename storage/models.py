@@ -314,3 +314,55 @@ class FootageRequest(SQLModel, table=True):
     evidence_reason: str = Field(default="", max_length=500)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Compliance calendar (bot/reminders.py)
+# ---------------------------------------------------------------------------------------------
+class NoticeStatus(StrEnum):
+    QUEUED = "queued"          # waiting in the outbox for the fan-out worker
+    SENT = "sent"
+    HELD = "held"              # the person cannot be reached now (e.g. Zalo window closed)
+    UNREACHABLE = "unreachable"  # no linked channel at all
+    DONE = "done"              # marker: a rule's period was handled completely
+
+
+class Notice(SQLModel, table=True):
+    """One reminder to one person, identified by its idempotency key ``rule|person|period``.
+
+    The row is written in the same transaction as the decision to send, so a restart (even after
+    ``kill -9``) never repeats a notice, and a notice that fell due while the bot was down is sent
+    once when it starts."""
+
+    __tablename__ = "notice"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=240, unique=True)
+    school_id: int | None = Field(default=None, foreign_key="school.id", index=True)
+    rule: str = Field(max_length=60, index=True)
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    period: str = Field(default="", max_length=80)
+    status: str = Field(default=NoticeStatus.SENT, max_length=20, index=True)
+    channel: str = Field(default="", max_length=20)
+    chat_id: str = Field(default="", max_length=120)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RuleSetting(SQLModel, table=True):
+    """A school's overrides of one reminder rule (enabled, day, hour, recipients …)."""
+
+    __tablename__ = "rule_setting"
+    school_id: int = Field(foreign_key="school.id", primary_key=True)
+    rule: str = Field(max_length=60, primary_key=True)
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_by: int | None = Field(default=None, foreign_key="person.id")
+    updated_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+
+
+# Tables of the workflow areas live in their own modules; importing them here registers them
+# with the metadata (Alembic, create_all) whatever module is imported first.
+from storage import models_accounts, models_articles, models_equipment, models_incidents  # noqa: E402,F401,I001

@@ -84,6 +84,16 @@ def people_with_role(session: Session, *, school_id: int, role: str, active_only
     return [p for p in session.exec(q.order_by(col(Person.id))) if role in p.roles]
 
 
+def people_with_roles(session: Session, *, school_id: int, roles: list[str] | tuple[str, ...],
+                      active_only: bool = True) -> list[Person]:
+    """Everyone of a school holding any of ``roles``, in id order."""
+    q = select(Person).where(Person.school_id == school_id)
+    if active_only:
+        q = q.where(Person.status == PersonStatus.ACTIVE)
+    wanted = set(roles)
+    return [p for p in session.exec(q.order_by(col(Person.id))) if wanted.intersection(p.roles or [])]
+
+
 def school_units(session: Session, *, school: School) -> list[str]:
     """Units (tổ) known for a school: configured ones first, then those people belong to."""
     configured = [u for u in (school.settings or {}).get("units", []) if isinstance(u, str)]
