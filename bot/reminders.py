@@ -643,7 +643,7 @@ class Scheduler:
         # would silently skip a tick when the event loop is busy).
         self.scheduler.add_job(self.tick, "interval", seconds=self.runtime.settings.scheduler_tick_seconds,
                                id="tick", coalesce=True, max_instances=1, misfire_grace_time=300,
-                               replace_existing=True, next_run_time=datetime.now(self.runtime.settings.tz))
+                               replace_existing=True)
         self.scheduler.start()
 
     def stop(self) -> None:

@@ -88,13 +88,21 @@ class TgHarness:
     async def start(self) -> TgHarness:
         rt = Runtime(self.settings, clock=self.clock, registry=self.registry)
         try:
-            await rt.start()
+            # The test drives the calendar itself (``await tg.tick()``) with its fixed clock.
+            await rt.start(scheduler=False)
         except BaseException:
             await rt.stop()
             raise
         self.runtime = rt
         self.starts += 1
         return self
+
+    async def tick(self) -> None:
+        """One scheduler tick (approval reminders, retention, every reminder rule), as the leader."""
+        from bot.reminders import Scheduler
+
+        await Scheduler(self.rt).tick()
+        await self.rt.dispatcher.drain()
 
     async def stop(self) -> None:
         if self.runtime is not None:
