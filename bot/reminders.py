@@ -602,6 +602,37 @@ class Leadership:
         self.leader = self.db.is_sqlite
 
 
+async def purge_expired_messages(runtime: Runtime) -> int:
+    """Delete from the chats the messages sent with ``Reply(delete_after=…)`` whose time has come
+    (temporary passwords …). Each is marked first, so a restart never deletes twice."""
+    from bot.core import MessageRef
+    from storage.models import SentMessage
+
+    now = runtime.services.clock.now()
+
+    def due(s: Session) -> list[tuple[int, str, str, str]]:
+        rows = s.exec(select(SentMessage).where(col(SentMessage.delete_at).is_not(None),
+                                                col(SentMessage.delete_at) <= now,
+                                                col(SentMessage.deleted_at).is_(None)).limit(500)).all()
+        for r in rows:
+            r.deleted_at = now
+            s.add(r)
+        return [(r.id or 0, r.channel, r.chat_id, r.message_id) for r in rows]
+
+    rows = await runtime.db.run(due)
+    n = 0
+    for _id, channel, chat_id, message_id in rows:
+        adapter = runtime.sender.adapters.get(channel)
+        if adapter is None:
+            continue
+        try:
+            if await adapter.delete(MessageRef(channel, chat_id, message_id)):
+                n += 1
+        except Exception:
+            log.warning("could not delete an expired message on %s", channel)
+    return n
+
+
 def _rule_unit(school_id: int, rule: Rule) -> Callable[[Ctx], None]:
     def unit(ctx: Ctx) -> None:
         run_rule(ctx, school_id, rule)
@@ -629,6 +660,10 @@ class Scheduler:
                 await dispatcher.run_unit(fn, channel="scheduler")
             except Exception:
                 log.exception("scheduled job %s failed", name)
+        try:
+            await purge_expired_messages(self.runtime)
+        except Exception:
+            log.exception("deleting expired messages failed")
         schools: list[int] = await self.runtime.db.run(
             lambda s: [i for i in s.exec(select(School.id)).all() if i is not None])
         for school_id in schools:
