@@ -62,7 +62,9 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
                        watermark=bool(school and (school.settings or {}).get("footage_watermark", False)),
                        school_id=req.school_id)
         if requester is not None:
-            ctx.send_to(requester, lambda tr: Reply(tr.t("⏳ Extracting the clip of request #{id}…", id=req_id)))
+            claimed["locale"] = requester.locale or settings.default_locale
+            ctx.send_to(requester, lambda tr: Reply(tr.t("⏳ Extracting the clip of request #{id}…", id=req_id),
+                                                    track=(PROGRESS_KIND, str(req_id))))
 
     await runtime.dispatcher.run_unit(claim, channel="footage")
     if not claimed:
@@ -83,7 +85,7 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
         options = ClipOptions(size_cap=settings.clip_size_cap_mb * 1024 * 1024, allow_partial=True,
                               watermark=Watermark(claimed["name"], str(req_id), start, settings.timezone)
                               if claimed["watermark"] else None)
-        result = await cut_clip(coverage, out, options)
+        result = await cut_clip(coverage, out, options, progress=Progress(runtime, req_id, claimed.get("locale")))
     except (ClipError, SourceError) as exc:
         key = getattr(exc, "key", "error")
         log.warning("footage %s extraction failed: %s", req_id, key)
@@ -121,6 +123,57 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
                 ctx.send_to(p, lambda tr: custody_notice(tr, req, cam, requester))
 
     await runtime.dispatcher.run_unit(deliver, channel="footage")
+
+
+PROGRESS_KIND = "footage_progress"
+#: At most one progress edit per this many seconds (and per 10 % of the work).
+PROGRESS_EVERY_S = 4.0
+
+
+class Progress:
+    """Edits the requester's ``Đang trích xuất…`` message while ffmpeg works on a long clip."""
+
+    def __init__(self, runtime: Runtime, req_id: int, locale: str | None) -> None:
+        import time
+
+        self.runtime, self.req_id = runtime, req_id
+        self.tr = Translator(locale or runtime.settings.default_locale, runtime.settings.tz)
+        self._clock = time.monotonic
+        self._last_at = self._clock()
+        self._last_pct = 0
+        self.edits = 0
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        pct = int(max(0.0, min(1.0, fraction)) * 100)
+        now = self._clock()
+        if pct >= 100 or pct - self._last_pct < 10 or now - self._last_at < PROGRESS_EVERY_S:
+            return
+        self._last_at, self._last_pct = now, pct
+        text = (self.tr.t("⏳ Extracting the clip of request #{id}… {pct}%", id=self.req_id, pct=pct)
+                if phase != "encode" else
+                self.tr.t("⏳ Compressing the clip of request #{id} to fit the size limit… {pct}%",
+                          id=self.req_id, pct=pct))
+        self.edits += 1
+        self.runtime.dispatcher.spawn(self._edit(text))
+
+    async def _edit(self, text: str) -> None:
+        from sqlmodel import select
+
+        from bot.core import MessageRef
+        from storage.models import SentMessage
+
+        def find(s: Any) -> tuple[str, str, str] | None:
+            row = s.exec(select(SentMessage).where(SentMessage.ref_kind == PROGRESS_KIND,
+                                                   SentMessage.ref_id == str(self.req_id))
+                         .order_by(col(SentMessage.id).desc())).first()
+            return (row.channel, row.chat_id, row.message_id) if row else None
+
+        ref = await self.runtime.db.run(find)
+        if ref is None:
+            return
+        adapter = self.runtime.sender.adapters.get(ref[0])
+        if adapter is not None:
+            await adapter.edit(MessageRef(*ref), Reply(text))
 
 
 def _failed(ctx: Ctx, req_id: int, key: str) -> None:

@@ -547,8 +547,9 @@ LEADER_LOCK_KEY = 7318202
 
 
 class Leadership:
-    """Decides whether this process schedules. PostgreSQL: a session-level advisory lock held on a
-    dedicated connection (released by the server when the holder dies). SQLite: always."""
+    """Decides whether this process schedules. PostgreSQL: a session-level advisory lock, keyed by
+    the schema in use, held on a dedicated connection (released by the server when the holder dies).
+    SQLite: always."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -567,7 +568,8 @@ class Leadership:
                 self._release()
         conn = self.db.engine.connect()
         try:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar())
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"),
+                                    {"k": LEADER_LOCK_KEY}).scalar())
             conn.commit()
         except Exception:
             conn.close()
@@ -592,6 +594,14 @@ class Leadership:
     def _release(self) -> None:
         if self._conn is not None:
             try:
+                # The connection would go back to the pool still holding the session-level lock:
+                # unlock, and close the underlying connection for good.
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"),
+                                   {"k": LEADER_LOCK_KEY})
+            except Exception:
+                pass
+            try:
+                self._conn.invalidate()
                 self._conn.close()
             except Exception:
                 pass

@@ -186,4 +186,119 @@ async def test_retention_deletes_old_clip_but_keeps_evidence(env):
     assert len(ev) == 1 and ev[0].actor_id == ids["it"]
 
 
+async def _rule_tick(rt) -> None:
+    """One scheduler tick of every reminder rule (as the leader), then the background work."""
+    from bot.reminders import Scheduler
+
+    sched = Scheduler(rt)
+    try:
+        await sched.tick()
+    finally:
+        sched.leadership.release()  # on PostgreSQL the advisory lock would outlive this test helper
+    await rt.dispatcher.drain()
+
+
+def _add_guard_lead(rt) -> int:
+    def go(s):
+        school = s.exec(select(School)).one()
+        return make_person(s, school, "Phạm Văn Gác", ["guard_lead"], link="g1").id
+    return rt.db.run_sync(go)
+
+
+async def test_review_every_15_days_goes_to_guard_lead_and_it_once(env):
+    rt, ch, ids, clock = env
+    _add_guard_lead(rt)
+    await _rule_tick(rt)
+    notices = [o for o in ch.sent if "Điều 5.2" in o.reply.text]
+    assert sorted(o.chat_id for o in notices) == ["g1", "i1"]  # not the teacher, not the principal
+    assert {b.payload for o in notices for row in o.reply.buttons for b in row} == {"fx:review"}
+    assert "Cổng chính" in notices[0].reply.text
+    # the next ticks and a restart of the process repeat nothing in the same period
+    await _rule_tick(rt)
+    rt2 = Runtime(rt.settings, clock=clock, db=rt.db)
+    ch2 = RecordingChannel()
+    rt2.sender.register(ch2)
+    await _rule_tick(rt2)
+    assert len([o for o in ch.sent + ch2.sent if "Điều 5.2" in o.reply.text]) == 2
+    # 15 days later: the next period, once each again
+    clock.advance(days=15)
+    await _rule_tick(rt)
+    assert len([o for o in ch.sent if "Điều 5.2" in o.reply.text]) == 4
+
+
+async def test_review_notice_waits_for_the_end_of_quiet_hours(env):
+    rt, ch, ids, clock = env
+    clock.t = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 22:00 in Hà Nội, on the day a period starts
+    await _rule_tick(rt)
+    assert not [o for o in ch.sent if "Điều 5.2" in o.reply.text]
+    clock.t = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)  # 07:00
+    await _rule_tick(rt)
+    assert [o.chat_id for o in ch.sent if "Điều 5.2" in o.reply.text] == ["i1"]
+
+
+async def test_archive_clip_from_the_review_needs_no_approval(env):
+    rt, ch, ids, clock = env
+    h = rt.dispatcher.handle
+    await h(inbound("t1", payload="fx:review"))  # a teacher may not
+    assert "guard lead" in ch.texts("t1")[-1] or "bảo vệ" in ch.texts("t1")[-1]
+    await h(inbound("i1", payload="fx:review"))
+    await h(inbound("i1", text="cổng"))
+    await h(inbound("i1", payload="c:today"))
+    await h(inbound("i1", text="8h00"))
+    await h(inbound("i1", payload="c:1"))  # no purpose asked: it is the review
+    assert "5.2" in ch.texts("i1")[-1]
+    await h(inbound("i1", payload="c:send"))
+    await rt.dispatcher.drain()
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert req.archive and req.status == "delivered" and req.approval_id is None and req.purpose == "review"
+    assert not rt.db.run_sync(lambda s: s.exec(select(Approval)).all())
+    assert rt.db.run_sync(lambda s: list(audit.events(s, action="footage.archive")))
+    assert [o for o in ch.sent if o.chat_id == "i1" and o.reply.file]
+
+
+async def test_prefilled_request_goes_straight_to_the_duration(env):
+    from bot.core import Handler, Step
+
+    rt, ch, ids, clock = env
+    cam_id = rt.db.run_sync(lambda s: s.exec(select(Camera)).one().id)
+
+    def opener(ctx):
+        seed = {"camera_id": cam_id, "date": "2026-11-23", "time": "08:00"}
+        if ctx.inbound.payload == "tst:bad":
+            seed = {"camera_id": 9999, "date": "2099-01-01", "time": "25:00"}
+        return Step.start_flow("footage", seed=seed)
+
+    rt.registry.add_handler(Handler(opener, prefix="tst"))
+    await rt.dispatcher.handle(inbound("t1", payload="tst:go"))
+    assert "Cổng chính" in ch.texts("t1")[-1] and "8:00" in ch.texts("t1")[-1]
+    await rt.dispatcher.handle(inbound("t1", payload="c:1"))
+    await rt.dispatcher.handle(inbound("t1", payload="c:security"))
+    assert "Cổng chính" in ch.texts("t1")[-1]
+    await rt.dispatcher.handle(inbound("t1", payload="c:send"))
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert req.start_at == datetime(2026, 11, 23, 1, 0, tzinfo=UTC) and req.duration_s == 60
+    # a seed is only a hint: an unknown camera and an impossible time are asked again
+    await rt.dispatcher.handle(inbound("t1", payload="tst:bad"))
+    assert [b.payload for row in ch.sent[-1].reply.buttons for b in row][0].startswith("c:cam")
+
+
+async def test_progress_edits_the_extracting_message(env, monkeypatch):
+    from bot import footage_jobs
+    from bot.core import Reply
+
+    rt, ch, ids, clock = env
+    monkeypatch.setattr(footage_jobs, "PROGRESS_EVERY_S", 0.0)
+    teacher = ids["teacher"]
+    await rt.dispatcher.run_unit(lambda ctx: ctx.send_to(
+        ctx.session.get(footage_jobs.Person, teacher),
+        Reply("⏳", track=(footage_jobs.PROGRESS_KIND, "77"))))
+    progress = footage_jobs.Progress(rt, 77, "vi")
+    for phase, f in (("cut", 0.05), ("cut", 0.3), ("cut", 0.35), ("encode", 0.6), ("encode", 1.0)):
+        progress(phase, f)
+    await rt.dispatcher.drain()
+    texts = [r.text for _, r in ch.edits]
+    assert len(texts) == 2 and "30%" in texts[0] and "60%" in texts[1]  # ≥10 % steps, not the end
+    assert all(ref.chat_id == "t1" for ref, _ in ch.edits)
+
+
 _ = School

@@ -52,6 +52,9 @@ from storage.people import people_with_role
 log = logging.getLogger(__name__)
 
 PREFIX = "fx"
+REVIEW_PURPOSE = N_("Periodic footage review (archive)")
+#: Who does the 15-day review (Điều 5.2) and may cut archive clips without approval (Điều 7–8).
+REVIEW_ROLES = frozenset({Role.GUARD_LEAD, Role.IT, Role.PRINCIPAL, Role.VICE_PRINCIPAL})
 PURPOSES: dict[str, str] = {
     "work": N_("Professional work"),
     "research": N_("Research"),
@@ -96,6 +99,10 @@ def coverage_for(ctx_settings: Any, camera: Camera, start: datetime, end: dateti
         return None
 
 
+def may_archive(ctx: Ctx) -> bool:
+    return ctx.person is not None and ctx.person.has_role(*REVIEW_ROLES)
+
+
 def _may_extract_directly(ctx: Ctx) -> bool:
     assert ctx.person is not None and ctx.school is not None
     enabled = bool((ctx.school.settings or {}).get("footage_direct_extract", False))
@@ -104,14 +111,64 @@ def _may_extract_directly(ctx: Ctx) -> bool:
 
 # -- steps ----------------------------------------------------------------------------------------
 def start(ctx: Ctx) -> Step:
-    """Offer the school's cameras by place."""
+    """Offer the school's cameras by place — or, when another workflow opened this one pre-filled
+    (an incident's camera and time; the 15-day review), go straight to what is still missing."""
     cams = cameras(ctx)
     if not cams:
         return Step.done(Reply(ctx.t("No cameras are registered for your school yet. Ask IT to import the "
                                      "camera list.")))
+    if ctx.data.get("archive") and not may_archive(ctx):
+        ctx.data.pop("archive", None)
+    seeded = ctx.data.get("camera_id")
+    if seeded is not None:
+        cam = next((c for c in cams if c.id == _int(seeded)), None)
+        if cam is None:  # a seed is a hint, never trusted: unknown or other school's camera → ask
+            ctx.data.pop("camera_id", None)
+        else:
+            ctx.data["camera_id"] = cam.id
+            return _prefilled(ctx, cam)
     return Step.goto("camera", Reply(ctx.t("Which camera? Tap a place, or type part of its name."),
                                      buttons=keyboard(*[choice(c.name, f"cam{c.id}")
                                                         for c in cams[:MAX_CAMERA_BUTTONS]], per_row=2)))
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _prefilled(ctx: Ctx, cam: Camera) -> Step:
+    """Continue from a seeded camera (and, when valid, a seeded date and time)."""
+    from datetime import date as date_type
+
+    try:
+        d = date_type.fromisoformat(str(ctx.data.get("date", "")))
+    except ValueError:
+        d = None
+    t = parse_time(str(ctx.data.get("time", ""))) if ctx.data.get("time") else None
+    today = ctx.today()
+    oldest = today - timedelta(days=ctx.settings.recording_retention_days)
+    if d is not None and oldest <= d <= today:
+        ctx.data["date"] = d.isoformat()
+        if t is not None:
+            local = datetime.combine(d, time(t.hour, t.minute), tzinfo=ctx.tr.tz)
+            if local <= ctx.local_now():
+                ctx.data["start"] = local.isoformat()
+                mx = ctx.settings.footage_max_minutes
+                options = [m for m in (1, 5, 15, 30) if m <= mx]
+                return Step.goto("duration", Reply(
+                    ctx.t("Camera: {name}, from {time} on {date}. How long? Tap a choice or type the number of "
+                          "minutes (at most {max}).", name=cam.name, time=ctx.tr.time(local),
+                          date=ctx.tr.date(local), max=mx),
+                    buttons=keyboard(*[choice(ctx.t("{n} min", n=m), f"{m}") for m in options], per_row=4)))
+        return Step.goto("time", Reply(ctx.t("Camera: {name}, {date}. From what time? For example 8h30, 8:30 or "
+                                             "14 giờ 05.", name=cam.name, date=ctx.tr.date(d))))
+    ctx.data.pop("date", None)
+    return Step.goto("date", Reply(ctx.t("Camera: {name}. Which day?", name=cam.name),
+                                   buttons=keyboard(choice(ctx.t("Today"), "today"),
+                                                    choice(ctx.t("Yesterday"), "yesterday"), per_row=2)))
 
 
 def camera(ctx: Ctx, msg: Inbound) -> Step:
@@ -185,6 +242,9 @@ def duration(ctx: Ctx, msg: Inbound) -> Step:
     start_l, end_l = _window(ctx)
     if end_l > ctx.local_now():
         return Step.stay(Reply(ctx.t("That window reaches into the future. Please choose a shorter duration.")))
+    if ctx.data.get("archive"):
+        ctx.data["purpose"] = "review"
+        return _summary(ctx)
     return Step.goto("purpose", Reply(ctx.t("What is the footage for?"), buttons=keyboard(
         *[choice(ctx.t(label), key) for key, label in PURPOSES.items()], per_row=2)))
 
@@ -233,8 +293,12 @@ def _summary(ctx: Ctx) -> Step:
                            "will hold only what exists.", n=max(1, round(missing / 60))))
     ctx.data["partial"] = status == "partial"
     lines.append("")
-    lines.append(ctx.t("Send this request to the principal for approval?") if not _may_extract_directly(ctx)
-                 else ctx.t("Your role may extract directly. Extract now?"))
+    if ctx.data.get("archive"):
+        lines.append(ctx.t("This is an archive clip of the periodic review (Điều 5.2): no approval is needed for "
+                           "your role, and it is recorded in the audit log. Extract now?"))
+    else:
+        lines.append(ctx.t("Send this request to the principal for approval?") if not _may_extract_directly(ctx)
+                     else ctx.t("Your role may extract directly. Extract now?"))
     return Step.goto("confirm", Reply("\n".join(lines), buttons=keyboard(
         choice(ctx.t("📨 Send"), "send"), choice(ctx.t("🕘 Another time"), "retime"),
         choice(ctx.t("Cancel"), "cancel"), per_row=3)))
@@ -242,6 +306,8 @@ def _summary(ctx: Ctx) -> Step:
 
 def _purpose_text(tr: Translator, data: dict[str, Any]) -> str:
     key = data.get("purpose", "other")
+    if key == "review":
+        return tr.t(REVIEW_PURPOSE)
     label = tr.t(PURPOSES.get(key, PURPOSES["other"]))
     return f"{label}: {data['purpose_text']}" if key == "other" and data.get("purpose_text") else label
 
@@ -268,6 +334,12 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
     ctx.session.flush()
     ctx.audit("footage.requested", f"footage:{req.id}", camera=cam.code, start=start_l.isoformat(),
               seconds=req.duration_s, purpose=req.purpose)
+    if ctx.data.get("archive") and may_archive(ctx):
+        req.archive, req.status = True, FootageStatus.APPROVED
+        ctx.session.add(req)
+        ctx.audit("footage.archive", f"footage:{req.id}", role=[r for r in person.roles if r in REVIEW_ROLES])
+        schedule_extraction(ctx, req)
+        return Step.done(Reply(ctx.t("Archive clip #{id} recorded. Extracting it now…", id=req.id)))
     if _may_extract_directly(ctx):
         req.status = FootageStatus.APPROVED
         ctx.session.add(req)
@@ -319,6 +391,11 @@ def on_action(ctx: Ctx) -> Step:
     parts = (ctx.inbound.payload or "").split(":")
     person = ctx.person
     assert person is not None
+    if parts[1:] == ["review"]:
+        if not person.has_role(*REVIEW_ROLES):
+            ctx.audit("footage.refused", "footage:review", action="review")
+            return Step.stay(Reply(ctx.t("Only the guard lead, IT and the board cut archive clips of the review.")))
+        return Step.start_flow("footage", seed={"archive": True})
     if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("retry", "keep"):
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
     req = ctx.session.get(FootageRequest, int(parts[1]))
@@ -430,3 +507,47 @@ FLOW = Flow(
 )
 
 APPROVAL_HOOKS = {"footage": on_decided}
+
+
+# -- 15-day review (Điều 5.2) -------------------------------------------------------------------
+def review_notice(run: Any) -> None:
+    """Every 15 days: the guard lead and IT get the camera list, what was extracted in the period,
+    and a button to cut archive clips (no approval needed by their role)."""
+    from bot.reminders import RuleRun
+
+    assert isinstance(run, RuleRun)
+    school_id = run.school.id
+    cams = list(run.session.exec(select(Camera).where(Camera.school_id == school_id, Camera.status == "active")
+                                 .order_by(col(Camera.name))))
+    if not cams:
+        return
+    days = int(run.param("days", 15))
+    since = run.occurrence.at - timedelta(days=days)
+    reqs = list(run.session.exec(select(FootageRequest).where(FootageRequest.school_id == school_id,
+                                                              col(FootageRequest.created_at) >= since)))
+    extracted = sum(1 for r in reqs if r.clip_sha256)
+    evidence = sum(1 for r in reqs if r.evidence)
+
+    def make(tr: Translator) -> Reply:
+        lines = [tr.t("📋 <b>Camera footage review</b> (every {days} days, Điều 5.2)", days=days),
+                 tr.t("Please review the recordings of these cameras and cut archive clips of anything that "
+                      "matters:")]
+        lines += [f"• {c.name}" + (f" — {c.unit}" if c.unit else "") for c in cams[:40]]
+        if len(cams) > 40:
+            lines.append(tr.t("… and {n} more.", n=len(cams) - 40))
+        lines.append(tr.t("Since {date}: {n} clips extracted, {m} kept as evidence.", date=tr.date(since),
+                          n=extracted, m=evidence))
+        return Reply("\n".join(lines), buttons=keyboard(Button(tr.t("✂️ Cut an archive clip"), f"{PREFIX}:review")))
+
+    for person in run.recipients():
+        run.notify(person, make)
+
+
+def _rules() -> list[Any]:
+    from bot.reminders import EveryNDays, Rule
+
+    return [Rule(key="footage_review", title=N_("Camera footage review"), schedule=EveryNDays(days=15, hour=8),
+                 fn=review_notice, roles=(Role.GUARD_LEAD, Role.IT), regulation="000/001 Điều 5.2", order=10)]
+
+
+RULES = _rules()

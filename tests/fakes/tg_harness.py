@@ -101,7 +101,11 @@ class TgHarness:
         """One scheduler tick (approval reminders, retention, every reminder rule), as the leader."""
         from bot.reminders import Scheduler
 
-        await Scheduler(self.rt).tick()
+        sched = Scheduler(self.rt)
+        try:
+            await sched.tick()
+        finally:
+            sched.leadership.release()  # on PostgreSQL the advisory lock would outlive this call
         await self.rt.dispatcher.drain()
 
     async def stop(self) -> None:
