@@ -249,6 +249,8 @@ class Registry:
         self.approval_hooks: dict[str, Callable[..., None]] = {}
         #: reminder rules (bot.reminders.Rule) declared by flow modules as ``RULES``
         self.rules: dict[str, Any] = {}
+        #: called with the context whenever a linked person writes (e.g. to release held notices)
+        self.person_seen_hooks: list[Callable[[Ctx], object]] = []
 
     def add_flow(self, flow: Flow) -> None:
         if flow.name in self.flows:
@@ -428,19 +430,42 @@ class ChannelAdapter(Protocol):
     async def delete(self, ref: MessageRef) -> bool: ...
 
 
+class RetryLater(Exception):
+    """Raised by an adapter when the platform asks to wait (HTTP 429 ``retry_after``)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = float(retry_after)
+
+
 class Sender:
     """Hands outbound messages to the adapters and remembers tracked ones."""
 
-    def __init__(self, db: Database) -> None:
+    #: an event's reply that hit a 429 is retried once after at most this many seconds
+    MAX_INLINE_WAIT = 30.0
+
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock = clock
         self.adapters: dict[str, ChannelAdapter] = {}
 
     def register(self, adapter: ChannelAdapter) -> None:
         self.adapters[adapter.name] = adapter
 
+    def _now(self) -> datetime:
+        return self.clock.now() if self.clock is not None else utcnow()
+
+    async def _send_one(self, adapter: ChannelAdapter, out: Outbound) -> str | None:
+        try:
+            return await adapter.send(out)
+        except RetryLater as exc:
+            # Only this event's replies wait (they go to one chat); other chats are not held up.
+            await asyncio.sleep(min(exc.retry_after, self.MAX_INLINE_WAIT))
+            return await adapter.send(out)
+
     async def deliver(self, outbox: Iterable[Outbound], now: datetime | None = None) -> list[str | None]:
         ids: list[str | None] = []
-        tracked: list[SentMessage] = []
+        sent: list[tuple[Outbound, str]] = []
         for out in outbox:
             adapter = self.adapters.get(out.channel)
             if adapter is None:
@@ -452,26 +477,35 @@ class Sender:
                     ok = await adapter.edit(out.reply.edit, out.reply)
                     ids.append(out.reply.edit.message_id if ok else None)
                     continue
-                mid = await adapter.send(out)
+                mid = await self._send_one(adapter, out)
             except Exception:  # an adapter failure must not lose the others
                 log.exception("sending on %s failed", out.channel)
                 ids.append(None)
                 continue
             ids.append(mid)
+            if mid is not None:
+                sent.append((out, mid))
+        await self.remember(sent, now)
+        return ids
+
+    async def remember(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None = None) -> None:
+        """Record the messages that must be edited or deleted later (``track`` / ``delete_after``)."""
+        tracked: list[SentMessage] = []
+        for out, mid in sent:
             r = out.reply
-            if mid is not None and (r.track or r.delete_after):
-                sent_at = now or utcnow()
-                tracked.append(SentMessage(
-                    channel=out.channel, chat_id=out.chat_id, message_id=str(mid), person_id=out.person_id,
-                    ref_kind=r.track[0] if r.track else "ephemeral", ref_id=r.track[1] if r.track else "",
-                    sent_at=sent_at,
-                    delete_at=sent_at + timedelta(seconds=r.delete_after) if r.delete_after else None))
+            if not (r.track or r.delete_after):
+                continue
+            sent_at = now or self._now()
+            tracked.append(SentMessage(
+                channel=out.channel, chat_id=out.chat_id, message_id=str(mid), person_id=out.person_id,
+                ref_kind=r.track[0] if r.track else "ephemeral", ref_id=r.track[1] if r.track else "",
+                sent_at=sent_at,
+                delete_at=sent_at + timedelta(seconds=r.delete_after) if r.delete_after else None))
         if tracked:
             def _save(s: Session) -> None:
                 for row in tracked:
                     s.add(row)
             await self.db.run(_save)
-        return ids
 
 
 class KeyedLocks:
@@ -643,6 +677,8 @@ class Dispatcher:
             if ident.chat_id != msg.chat_id:
                 ident.chat_id = msg.chat_id
             s.add(ident)
+            for hook in reg.person_seen_hooks:
+                hook(ctx)
 
         if person is None:
             step = self._unlinked(ctx, msg)
@@ -793,6 +829,6 @@ def load_registry() -> Registry:
 
 __all__ = [
     "Button", "ChannelAdapter", "ChannelName", "Clock", "Contact", "Ctx", "Dispatcher", "FileRef", "Flow",
-    "Handler", "Inbound", "Keyboard", "MessageRef", "OutFile", "Outbound", "Registry", "Reply", "Sender",
+    "Handler", "Inbound", "Keyboard", "MessageRef", "OutFile", "Outbound", "Registry", "Reply", "RetryLater", "Sender",
     "Services", "Step", "SystemClock", "choice", "choice_value", "destinations", "keyboard", "load_registry",
 ]

@@ -43,7 +43,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from bot import approvals
-from bot.core import Ctx, Reply, destinations
+from bot.core import Ctx, Reply
 from bot.i18n import N_, Translator
 from bot.workdays import is_working_day, school_days_off
 from storage.models import Notice, NoticeStatus, Person, RuleSetting, School
@@ -369,7 +369,12 @@ class RuleRun:
         """Active people holding any of the rule's roles (or ``params["roles"]`` when the school
         changed them), plus anyone named in ``params["people"]``."""
         wanted = list(self.params.get("roles") or roles or self.rule.roles)
-        people = people_with_roles(self.session, school_id=self.school.id or 0, roles=wanted) if wanted else []
+        if "*" in wanted:  # everyone on the staff list
+            people = list(self.session.exec(select(Person).where(Person.school_id == self.school.id)
+                                            .order_by(col(Person.id))))
+            people = [p for p in people if p.is_active]
+        else:
+            people = people_with_roles(self.session, school_id=self.school.id or 0, roles=wanted) if wanted else []
         extra_ids = [int(i) for i in self.params.get("people") or [] if str(i).isdigit()]
         if extra_ids:
             have = {p.id for p in people}
@@ -424,38 +429,52 @@ def in_quiet_hours(window: tuple[time, time] | None, t: time) -> bool:
 
 def queue_notice(ctx: Ctx, *, rule: str, person: Person, period: str, make: Callable[[Translator], Reply],
                  school_id: int | None = None) -> bool:
-    """Record the notice under its idempotency key and queue the message, in the caller's unit.
+    """Record the notice under its idempotency key, in the caller's unit; False if it already exists.
 
-    A person with no linked channel gets a ``held`` notice that is delivered when they next write
-    (see :func:`release_held`)."""
+    With a runtime the notice is queued and sent by the fan-out worker (:mod:`bot.fanout`) within
+    the platforms' limits once the unit has committed; a person who cannot be reached now gets it
+    when they next write. Without one (plain unit tests) it is sent with the unit's messages."""
     key = notice_key(rule, person.id, period)
     if ctx.session.exec(select(Notice.id).where(Notice.key == key)).first() is not None:
         return False
-    tr = ctx.translator_for(person)
-    reply = make(tr)
-    dests = destinations(ctx.session, person)
+    from bot.fanout import reply_to_payload
+
+    reply = make(ctx.translator_for(person))
     n = Notice(key=key, school_id=school_id if school_id is not None else person.school_id, rule=rule,
-               person_id=person.id, period=period, created_at=ctx.now)
-    if dests:
-        n.status, n.channel, n.chat_id, n.sent_at = NoticeStatus.SENT, dests[0][0], dests[0][1], ctx.now
-        ctx.session.add(n)
-        ctx.session.flush()
-        ctx.send_to(person, reply)
+               person_id=person.id, period=period, created_at=ctx.now, payload=reply_to_payload(reply))
+    fanout = ctx.services.extras.get("fanout")
+    if fanout is not None:
+        n.status = NoticeStatus.QUEUED
+        _kick(ctx, fanout)
+    elif ctx.send_to(person, reply):
+        n.status, n.sent_at = NoticeStatus.SENT, ctx.now
     else:
         n.status = NoticeStatus.HELD
-        n.payload = {"text": reply.text, "buttons": [[[b.label, b.payload] for b in row] for row in reply.buttons]}
-        ctx.session.add(n)
-        ctx.session.flush()
+    ctx.session.add(n)
+    ctx.session.flush()
     return True
+
+
+def _kick(ctx: Ctx, fanout: Any) -> None:
+    if getattr(ctx, "_fanout_kicked", False):
+        return
+    ctx._fanout_kicked = True  # type: ignore[attr-defined]
+
+    async def go() -> None:
+        await fanout.drain()
+
+    ctx.later(go)
 
 
 HELD_MAX_AGE = timedelta(days=7)
 
 
-def release_held(ctx: Ctx, person: Person) -> int:
-    """Deliver a person's held notices (they just wrote or linked a channel). Old ones are dropped."""
-    from bot.core import Button
-
+def release_held(ctx: Ctx) -> int:
+    """Person-seen hook: a person just wrote, so their held notices can go out now (at most a week
+    old; older ones are dropped as no longer relevant)."""
+    person = ctx.person
+    if person is None or person.id is None:
+        return 0
     rows = ctx.session.exec(select(Notice).where(Notice.person_id == person.id,
                                                  Notice.status == NoticeStatus.HELD)
                             .order_by(col(Notice.id))).all()
@@ -464,12 +483,19 @@ def release_held(ctx: Ctx, person: Person) -> int:
         if ctx.now - row.created_at > HELD_MAX_AGE:
             row.status = NoticeStatus.UNREACHABLE
         else:
-            buttons = tuple(tuple(Button(str(lbl), str(pl)) for lbl, pl in r)
-                            for r in row.payload.get("buttons", []))
-            if ctx.send_to(person, Reply(str(row.payload.get("text", "")), buttons=buttons)):
-                row.status, row.sent_at = NoticeStatus.SENT, ctx.now
-                n += 1
+            row.status, row.not_before = NoticeStatus.QUEUED, None
+            n += 1
         ctx.session.add(row)
+    if n:
+        fanout = ctx.services.extras.get("fanout")
+        if fanout is not None:
+            _kick(ctx, fanout)
+        else:
+            from bot.fanout import payload_to_reply
+
+            for row in rows:
+                if row.status == NoticeStatus.QUEUED and ctx.send_to(person, payload_to_reply(row.payload)):
+                    row.status, row.sent_at = NoticeStatus.SENT, ctx.now
     return n
 
 
@@ -682,6 +708,10 @@ class Scheduler:
                     await dispatcher.run_unit(_rule_unit(school_id, rule), channel="scheduler")
                 except Exception:
                     log.exception("reminder rule %s failed for school %s", rule.key, school_id)
+        try:
+            await self.runtime.fanout.drain()  # notices that waited (429, a restart, quiet chats)
+        except Exception:
+            log.exception("fan-out failed")
 
     def start(self) -> None:
         # Misfires are coalesced with a generous grace time (APScheduler's default of one second

@@ -36,8 +36,12 @@ class Runtime:
         self.db = db or Database(settings.effective_database_url)
         self.registry = registry or load_registry()
         self.services = Services(settings=settings, registry=self.registry, clock=clock or SystemClock())
-        self.sender = Sender(self.db)
+        self.sender = Sender(self.db, clock=self.services.clock)
         self.dispatcher = Dispatcher(self.db, self.services, self.sender)
+        from bot.fanout import FanOut
+
+        self.fanout = FanOut(self)
+        self.services.extras["fanout"] = self.fanout
         self.media = MediaStore(settings.media_dir)
         self.services.extras["media"] = self.media
         self.services.extras["runtime"] = self

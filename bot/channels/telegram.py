@@ -45,10 +45,20 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.core import ChannelName, Contact, FileRef, Inbound, KeyedLocks, MessageRef, Outbound, Reply
+from bot.core import (
+    ChannelName,
+    Contact,
+    FileRef,
+    Inbound,
+    KeyedLocks,
+    MessageRef,
+    Outbound,
+    Reply,
+    RetryLater,
+)
 from bot.i18n import Translator
 
 if TYPE_CHECKING:
@@ -288,7 +298,7 @@ class TelegramChannel:
         builder = (Application.builder().token(token)
                    .base_url(self.settings.telegram_base_url)
                    .base_file_url(self.settings.telegram_base_file_url)
-                   .rate_limiter(AIORateLimiter(max_retries=3))
+                   .rate_limiter(AIORateLimiter(max_retries=0))
                    .concurrent_updates(self.settings.telegram_concurrent_updates)
                    .connect_timeout(10).read_timeout(20).write_timeout(30).media_write_timeout(180)
                    .get_updates_read_timeout(10))
@@ -519,6 +529,10 @@ class TelegramChannel:
             if out.reply.file is not None:
                 return await self._send_file(chat, out.reply)
             return await self._send_text(chat, out.reply)
+        except RetryAfter as exc:
+            # Flood control for this chat: the caller decides (the fan-out postpones only this chat).
+            raise RetryLater(exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds")
+                             else float(exc.retry_after)) from exc
         except Forbidden as exc:
             log.warning("telegram: chat %s cannot be reached (%s)", out.chat_id, exc.message)
         except BadRequest as exc:
