@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     zalo_oa_api_base: str = "https://openapi.zalo.me"
     zalo_oa_oauth_base: str = "https://oauth.zaloapp.com"
     zalo_oa_webhook_path: str = "/zalo/oa/webhook"
+    zalo_oa_request_user_info: bool = False  # the OA has Zalo's permission to ask for phone numbers
+    zalo_oa_request_image_url: str = ""  # picture on the request_user_info card (https, JPG/PNG)
 
     zalo_bot_token: str = ""
     zalo_bot_api_base: str = "https://bot-api.zaloplatforms.com"

@@ -99,10 +99,12 @@ async def test_link_by_code_menu_buttons_and_tap_starts_profile(oa, fake, clock)
     ident = rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity).where(ChannelIdentity.channel == "zalo_oa")).one())
     assert ident.person_id == ids["teacher"] and ident.external_id == "zu100"
     assert any("Nguyễn Thị Vân" in t for t in fake.texts("zu100"))
-    menu = fake.messages[-1]
-    assert menu.text == plain("What would you like to do?") == "Anh/chị muốn làm gì?"
-    payloads = [b["payload"] for b in menu.buttons]
-    assert "m:profile" in payloads and all(b["type"] == "oa.query.hide" for b in menu.buttons)
+    menu_at = max(i for i, m in enumerate(fake.messages) if m.text.startswith(plain("What would you like to do?")))
+    assert fake.messages[menu_at].text.startswith("Anh/chị muốn làm gì?")
+    pages = fake.messages[menu_at:]  # more than 5 choices: further pages follow, ≤ 5 buttons each
+    assert all(0 < len(m.buttons) <= 5 for m in pages)
+    payloads = [b["payload"] for m in pages for b in m.buttons]
+    assert "m:profile" in payloads and all(b["type"] == "oa.query.hide" for m in pages for b in m.buttons)
     # A tap comes back as text carrying the payload: /hoso starts, answered in Vietnamese.
     assert await _say(fake, ch, url, "zu100", "m:profile") == 200
     card = fake.messages[-1]
@@ -263,8 +265,8 @@ async def test_image_attachment_downloaded(oa, fake, clock):
     sha = hashlib.sha256(data).hexdigest()
     stored = list((rt.settings.media_dir / "inbox").rglob(f"{sha}*"))
     assert stored and stored[0].read_bytes() == data
-    assert fake.messages[-1].text == plain("I received your attachment, but no workflow is open. "
-                                           "Choose what it is for first.")
+    expected = plain("I received your attachment, but no workflow is open. Choose what it is for first.")
+    assert any(m.text.startswith(expected) for m in fake.messages[-3:])  # with the menu's pages after it
 
 
 async def test_outbound_files_image_document_and_video_link(oa, fake, clock, tmp_path):
@@ -365,3 +367,38 @@ async def test_approval_decided_by_button_and_typed_payload_of_others_refused(oa
     assert "Trần Văn Đức" in last_to_principal.text and not last_to_principal.buttons
     decided = rt.db.run_sync(lambda s: list(audit.events(s, action="approval.decided")))
     assert len(decided) == 1 and decided[0].actor_id == ids["principal"]
+
+
+async def test_link_by_phone_shared_through_request_user_info(settings, clock, fake):
+    rt, ch, url = await _start(settings, clock, fake, zalo_oa_request_user_info=True)
+    try:
+        def go(s):
+            school = make_school(s)
+            return make_person(s, school, "Nguyễn Thị Vân", ["teacher"], phone="+84912345678").id
+        teacher = rt.db.run_sync(go)
+        assert await fake.post_event(url, fake.event("follow", "zu300")) == 200
+        await ch.idle()
+        cards = [m for m in fake.messages if m.user_id == "zu300"
+                 and (m.message.get("attachment") or {}).get("payload", {}).get("template_type") == "request_user_info"]
+        assert len(cards) == 1
+        assert "K7QX-M2PD-9TRA" in fake.texts("zu300")[0]  # the invite code still works as the other way
+        # someone not on the staff list: refused, nothing linked
+        stranger = fake.event("user_submit_info", "zu301", info={"name": "Người lạ", "phone": "84987654321"})
+        assert await fake.post_event(url, stranger) == 200
+        await ch.idle()
+        assert not rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity).where(
+            ChannelIdentity.channel == "zalo_oa")).all())
+        # the teacher shares her Zalo account's number (Zalo sends it as 84…): linked
+        event = fake.event("user_submit_info", "zu300", info={"name": "Vân", "phone": "84912345678"})
+        assert await fake.post_event(url, event) == 200
+        await ch.idle()
+        ident = rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity).where(
+            ChannelIdentity.channel == "zalo_oa")).one())
+        assert ident.person_id == teacher and ident.external_id == "zu300"
+        assert any("Nguyễn Thị Vân" in t for t in fake.texts("zu300"))
+        before = len(fake.messages)
+        assert await fake.post_event(url, event) == 200  # the same event delivered again: ignored
+        await ch.idle()
+        assert len(fake.messages) == before
+    finally:
+        await rt.stop()

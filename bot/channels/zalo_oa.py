@@ -51,7 +51,7 @@ from bot.channels.zalo_common import (
     split_text,
     translator_for,
 )
-from bot.core import Button, ChannelName, Inbound, MessageRef, Outbound, OutFile, Reply
+from bot.core import Button, ChannelName, Contact, Inbound, MessageRef, Outbound, OutFile, Reply
 from bot.i18n import Translator
 from storage.models import ChannelIdentity, KeyValue, utcnow
 
@@ -331,6 +331,14 @@ class ZaloOAChannel:
         attachments = [a for a in (msg.get("attachments") or []) if isinstance(a, dict)]
         if name == "follow":
             return Inbound(**base, command="start")
+        if name == "user_submit_info":
+            # The person shared their Zalo account's own phone number through request_user_info.
+            info = event.get("info") if isinstance(event.get("info"), dict) else {}
+            phone = str((info or {}).get("phone") or "").strip()
+            if not phone:
+                return Inbound(**base)
+            return Inbound(**base, contact=Contact(phone=phone, user_id=user_id,
+                                                   first_name=str((info or {}).get("name") or "")[:100]))
         if name == "user_send_text":
             text = str(msg.get("text") or "")
             return await self._text_inbound(base, text)
@@ -379,6 +387,16 @@ class ZaloOAChannel:
         mid = data.get("message_id") if isinstance(data, dict) else None
         return str(mid) if mid is not None else None
 
+    def _request_info_payload(self, tr: Translator) -> dict[str, Any]:
+        """Zalo's ``request_user_info`` card: the person shares the phone number of their Zalo account
+        with the OA (needs the OA's permission), which arrives as a ``user_submit_info`` event."""
+        element: dict[str, Any] = {
+            "title": tr.t("Link your account with the school assistant")[:MAX_TITLE],
+            "subtitle": tr.t("Share your phone number so it can be checked against the school's staff list.")[:500]}
+        if self.settings.zalo_oa_request_image_url:
+            element["image_url"] = self.settings.zalo_oa_request_image_url
+        return {"type": "template", "payload": {"template_type": "request_user_info", "elements": [element]}}
+
     @staticmethod
     def _buttons_payload(buttons: list[Button]) -> dict[str, Any]:
         return {"type": "template", "payload": {"buttons": [
@@ -404,7 +422,12 @@ class ZaloOAChannel:
 
         html_text = reply.text
         buttons = flat_buttons(reply.buttons)
-        if reply.ask_contact and not buttons:
+        ask_info = bool(reply.ask_contact and not buttons)
+        if ask_info and self.settings.zalo_oa_request_user_info:
+            html_text += "\n\n" + (await translator()).t(
+                "Tap “Share” on the card below to send the phone number of your Zalo account, or send the "
+                "link code the school office gave you (for example K7QX-M2PD-9TRA).")
+        elif ask_info:
             html_text += "\n\n" + (await translator()).t(
                 "On Zalo, link your account by sending the link code the school office gave you "
                 "(for example K7QX-M2PD-9TRA).")
@@ -428,6 +451,8 @@ class ZaloOAChannel:
             more = (await translator()).t("More choices ({page}/{pages}):", page=n, pages=len(pages))
             await self._send_message(out.chat_id, {"text": html_to_plain(more),
                                                    "attachment": self._buttons_payload(page)})
+        if ask_info and self.settings.zalo_oa_request_user_info:
+            await self._send_message(out.chat_id, {"attachment": self._request_info_payload(await translator())})
         if buttons:
             await self.menus.remember(out.chat_id, buttons)
         else:

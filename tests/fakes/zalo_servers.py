@@ -89,6 +89,7 @@ class FakeZaloOA:
     stale_barrier: int = 0
     # Answer -216 to this many sends even with the valid token.
     force_216: int = 0
+    user_info_permission: bool = True
     refresh_delay: float = 0.0
     _runner: web.AppRunner | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -141,7 +142,15 @@ class FakeZaloOA:
         text = message.get("text")
         if text is not None and (not isinstance(text, str) or len(text) > TEXT_LIMIT or not text.strip()):
             return web.json_response({"error": -201, "message": "text is invalid"})
-        buttons = ((message.get("attachment") or {}).get("payload") or {}).get("buttons")
+        att_payload = (message.get("attachment") or {}).get("payload") or {}
+        if att_payload.get("template_type") == "request_user_info":
+            if not self.user_info_permission:
+                return web.json_response({"error": -224, "message": "OA has no permission to request user info"})
+            elements = att_payload.get("elements") or []
+            if len(elements) != 1 or not elements[0].get("title") or len(elements[0]["title"]) > 100 \
+                    or len(elements[0].get("subtitle", "")) > 500:
+                return web.json_response({"error": -201, "message": "request_user_info element is invalid"})
+        buttons = att_payload.get("buttons")
         if buttons is not None:
             if len(buttons) > 5:
                 return web.json_response({"error": -201, "message": "too many buttons"})
@@ -216,13 +225,17 @@ class FakeZaloOA:
         return f"{self.base_url}/files/{name}"
 
     def event(self, name: str, user_id: str, *, msg_id: str | None = None, text: str | None = None,
-              attachments: list[dict[str, Any]] | None = None, timestamp: str | None = None) -> dict[str, Any]:
+              attachments: list[dict[str, Any]] | None = None, timestamp: str | None = None,
+              info: dict[str, Any] | None = None) -> dict[str, Any]:
         ts = timestamp or str(int(time.time() * 1000))
         body: dict[str, Any] = {"app_id": self.app_id, "event_name": name, "timestamp": ts,
                                 "sender": {"id": user_id}, "recipient": {"id": "oa-1"}}
         if name == "follow":
             body = {"app_id": self.app_id, "event_name": name, "timestamp": ts, "follower": {"id": user_id},
                     "oa_id": "oa-1", "source": "testing"}
+        elif name == "user_submit_info":  # the answer to a request_user_info card: no message
+            body["info"] = dict(info or {})
+            body["user_id_by_app"] = f"app-{user_id}"
         else:
             message: dict[str, Any] = {"msg_id": msg_id or f"in{next(self._ids)}"}
             if text is not None:
