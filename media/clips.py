@@ -172,6 +172,19 @@ async def _probe(path: Path, limit_s: float = 60.0) -> _Probe | None:
                   has_audio=False, audio_codec=None, gop=gop)
 
 
+async def _quick_probe(path: Path) -> _Probe | None:
+    """The stream copy just written, read in-process (:mod:`media.mp4info`: no ffprobe start-up);
+    ffprobe when the reader does not understand the file. ``has_audio`` is filled in later, only
+    when a re-encode needs it."""
+    from media.mp4info import mp4_info
+
+    info = await asyncio.to_thread(mp4_info, path)
+    if info is None or not info.has_video or info.duration <= 0:
+        return await _probe(path)
+    return _Probe(duration=info.duration, width=info.width, height=info.height, fps=info.fps,
+                  has_video=True, has_audio=False, audio_codec=None, gop=info.gop)
+
+
 async def _has_audio(path: Path) -> bool:
     proc = await asyncio.create_subprocess_exec(
         FFPROBE, "-v", "error", "-select_streams", "a", "-show_entries", "stream=index", "-of", "csv=p=0",
@@ -420,7 +433,7 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
                     raise ClipError("segment_missing", ", ".join(missing)) from exc
                 raise ClipError(_escape_error(exc.detail), exc.detail) from exc
             raise
-    probe = await _probe(copy)
+    probe = await _quick_probe(copy)
     if probe is None or not probe.has_video:
         raise ClipError("segment_corrupt" if coverage.kind == "folder" else "source_unreachable",
                         "no readable video in the cut")

@@ -206,3 +206,23 @@ async def test_nvr_source_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         await cut_clip(cov, tmp_path / "gone.mp4", ClipOptions(io_timeout_s=3, timeout_s=20))
     assert err.value.key == "source_unreachable"
     assert "s3cr3t" not in str(err.value) and not (tmp_path / "gone.mp4").exists()
+
+
+async def test_in_process_mp4_reader_agrees_with_ffprobe(archive: tuple[FolderSource, list[Path]],
+                                                        tmp_path: Path) -> None:
+    from media.clips import _probe
+    from media.mp4info import mp4_info
+
+    src, paths = archive
+    res = await cut_clip(src.coverage("cam", at(2.5), at(9), now=NOW), tmp_path / "c.mp4")
+    for path in (res.path, paths[0]):
+        mine, theirs = mp4_info(path), await _probe(path)
+        assert mine is not None and theirs is not None
+        assert abs(mine.duration - theirs.duration) < 0.05
+        assert (mine.width, mine.height, mine.has_video) == (theirs.width, theirs.height, True)
+        assert abs(mine.fps - theirs.fps) < 0.01 and mine.gop == pytest.approx(theirs.gop, abs=0.01)
+    # what it does not understand, it says so (the caller then asks ffprobe)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x08junk" * 10)
+    (tmp_path / "cut.mp4").write_bytes(res.path.read_bytes()[:200])
+    assert mp4_info(tmp_path / "junk.mp4") is None and mp4_info(tmp_path / "cut.mp4") is None
+    assert mp4_info(tmp_path / "missing.mp4") is None

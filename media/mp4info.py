@@ -1,0 +1,178 @@
+"""Read what the clip verification needs from an MP4 file in-process: duration, the video track's
+size, frame rate and key-frame interval.
+
+Starting ``ffprobe`` costs ~100 ms on a small machine — as much as cutting a one-minute clip — so
+the stream-copied clip we just wrote is checked by reading its ``moov`` box here instead (``mvhd``,
+``tkhd``, ``mdhd``, ``hdlr``, ``stts``, ``stss``; ISO/IEC 14496-12). Anything unexpected returns
+``None`` and the caller falls back to ffprobe, so this is an optimisation, never a weaker check."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+MAX_MOOV = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Mp4Info:
+    duration: float
+    width: int
+    height: int
+    fps: float
+    has_video: bool
+    gop: float | None
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the boxes in data[start:end]."""
+    out: list[tuple[bytes, int, int]] = []
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            if pos + 16 > end:
+                break
+            size = struct.unpack_from(">Q", data, pos + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            break
+        out.append((kind, pos + header, pos + size))
+        pos += size
+    return out
+
+
+def _find_moov(path: Path) -> bytes | None:
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        total = fh.tell()
+        pos = 0
+        while pos + 8 <= total:
+            fh.seek(pos)
+            head = fh.read(16)
+            if len(head) < 8:
+                return None
+            size, kind = struct.unpack_from(">I4s", head)
+            header = 8
+            if size == 1:
+                size = struct.unpack_from(">Q", head, 8)[0]
+                header = 16
+            elif size == 0:
+                size = total - pos
+            if size < header:
+                return None
+            if kind == b"moov":
+                if size > MAX_MOOV:
+                    return None
+                fh.seek(pos)
+                return fh.read(size)
+            pos += size
+    return None
+
+
+def _time_fields(data: bytes, start: int) -> tuple[int, int]:
+    """(timescale, duration) of an mvhd/mdhd payload."""
+    version = data[start]
+    if version == 1:
+        timescale, duration = struct.unpack_from(">IQ", data, start + 4 + 16)
+    else:
+        timescale, duration = struct.unpack_from(">II", data, start + 4 + 8)
+    return timescale, duration
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    for k, s, e in _boxes(data, start, end):
+        if k == kind:
+            return s, e
+    return None
+
+
+def mp4_info(path: str | Path) -> Mp4Info | None:
+    """The clip's facts, or None when the file is not a plain MP4 this reader understands."""
+    try:
+        moov = _find_moov(Path(path))
+        if moov is None:
+            return None
+        top = _boxes(moov, 0, len(moov))
+        if not top or top[0][0] != b"moov":
+            return None
+        _, ms, me = top[0]
+        mvhd = _child(moov, ms, me, b"mvhd")
+        if mvhd is None:
+            return None
+        timescale, duration = _time_fields(moov, mvhd[0])
+        if timescale <= 0:
+            return None
+        for kind, ts, te in _boxes(moov, ms, me):
+            if kind != b"trak":
+                continue
+            info = _video_track(moov, ts, te)
+            if info is not None:
+                width, height, fps, gop = info
+                return Mp4Info(duration / timescale, width, height, fps, True, gop)
+        return Mp4Info(duration / timescale, 0, 0, 0.0, False, None)
+    except (OSError, struct.error, IndexError, ValueError):
+        return None
+
+
+def _video_track(d: bytes, ts: int, te: int) -> tuple[int, int, float, float | None] | None:
+    mdia = _child(d, ts, te, b"mdia")
+    tkhd = _child(d, ts, te, b"tkhd")
+    if mdia is None or tkhd is None:
+        return None
+    hdlr = _child(d, mdia[0], mdia[1], b"hdlr")
+    if hdlr is None or d[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+        return None
+    mdhd = _child(d, mdia[0], mdia[1], b"mdhd")
+    minf = _child(d, mdia[0], mdia[1], b"minf")
+    if mdhd is None or minf is None:
+        return None
+    stbl = _child(d, minf[0], minf[1], b"stbl")
+    if stbl is None:
+        return None
+    timescale, _ = _time_fields(d, mdhd[0])
+    version = d[tkhd[0]]
+    off = tkhd[0] + 4 + (32 if version == 1 else 20) + 8 + 8 + 36
+    width, height = (v >> 16 for v in struct.unpack_from(">II", d, off))
+    stts = _child(d, stbl[0], stbl[1], b"stts")
+    if stts is None or timescale <= 0:
+        return None
+    (n_entries,) = struct.unpack_from(">I", d, stts[0] + 4)
+    runs = [struct.unpack_from(">II", d, stts[0] + 8 + 8 * i) for i in range(n_entries)]
+    samples = sum(c for c, _ in runs)
+    ticks = sum(c * delta for c, delta in runs)
+    fps = samples * timescale / ticks if ticks else 0.0
+    gop: float | None = None
+    stss = _child(d, stbl[0], stbl[1], b"stss")
+    if stss is not None:
+        (n_sync,) = struct.unpack_from(">I", d, stss[0] + 4)
+        sync = [struct.unpack_from(">I", d, stss[0] + 8 + 4 * i)[0] for i in range(min(n_sync, 10_000))]
+        times = _sample_times(runs, sync, timescale)
+        within = [t for t in times if t <= times[0] + 60] if times else []
+        gop = max((b - a for a, b in zip(within, within[1:], strict=False)), default=None)
+    return int(width), int(height), fps, gop
+
+
+def _sample_times(runs: list[tuple[int, int]], numbers: list[int], timescale: int) -> list[float]:
+    """Decode times (seconds) of the given 1-based sample numbers (sorted)."""
+    out: list[float] = []
+    wanted = iter(sorted(numbers))
+    nxt = next(wanted, None)
+    sample, t = 1, 0
+    for count, delta in runs:
+        while nxt is not None and nxt < sample + count:
+            out.append((t + (nxt - sample) * delta) / timescale)
+            nxt = next(wanted, None)
+        sample += count
+        t += count * delta
+        if nxt is None:
+            break
+    return out
+
+
+__all__ = ["Mp4Info", "mp4_info"]
