@@ -148,6 +148,25 @@ def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
                          tr=tr(settings))
 
 
+@args(lambda p: (p.add_argument("--school", default=None),
+                 p.add_argument("--load", default=None, metavar="FILE", help="TOML or JSON rule settings")))
+@command("calendar", "print the reminder calendar, or load its settings from a TOML/JSON file")
+def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
+    from bot.calendar_file import load_file, render
+    from bot.core import load_registry
+
+    db = open_db(settings)
+    registry = load_registry()
+    ok = True
+    if ns.load:
+        ok, lines = load_file(db, registry, ns.load, school_name=ns.school, tr=tr(settings))
+        print("\n".join(lines))
+    if ok:
+        ok, lines = render(db, registry, school_name=ns.school, tr=tr(settings))
+        print("\n".join(lines))
+    return 0 if ok else 1
+
+
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None)))
 @command("import-cameras", "import or update the camera list from CSV or XLSX")
 def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
@@ -157,6 +176,47 @@ def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
     report = import_cameras_file(db, ns.file, school_name=ns.school, tr=tr(settings))
     print(report.render(tr(settings)))
     return 0 if report.ok else 1
+
+
+@args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
+                 p.add_argument("--update-stock", action="store_true",
+                                help="also set quantity, condition and room of existing codes from the file")))
+@command("import-equipment", "import or update the teaching-equipment catalogue from CSV or XLSX")
+def cmd_import_equipment(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.equipment import import_equipment_file
+
+    db = open_db(settings)
+    report = import_equipment_file(db, ns.file, school_name=ns.school, tr=tr(settings),
+                                   update_stock=ns.update_stock)
+    print(report.render(tr(settings)))
+    return 0 if report.ok else 1
+
+
+@args(lambda p: p.add_argument("dest", help="folder on the backup storage (USB disk, NAS)"))
+@command("backup", "back up the database and the media folder (safe while the bot runs)")
+def cmd_backup(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.backup import record_backup, run_backup
+
+    db = open_db(settings)
+    result = run_backup(settings, ns.dest, tr=tr(settings))
+    record_backup(db, result)
+    print(result.render(tr(settings)))
+    return 0 if result.ok else 1
+
+
+@args(lambda p: (p.add_argument("src", help="a backup folder (or the folder holding them: the newest is used)"),
+                 p.add_argument("--force", action="store_true", help="replace a database that already holds data")))
+@command("restore", "restore a backup made with the backup command (stop the bot first)")
+def cmd_restore(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.backup import record_restore, run_restore
+
+    result = run_restore(settings, ns.src, tr=tr(settings), force=ns.force)
+    if result.ok:
+        db = open_db(settings)  # brings an older backup up to the current migrations
+        record_restore(db, result)
+        db.dispose()
+    print(result.render(tr(settings)))
+    return 0 if result.ok else 1
 
 
 # -- audit ----------------------------------------------------------------------------------------
@@ -207,6 +267,43 @@ def cmd_audit_export(ns: argparse.Namespace, settings: Settings) -> int:
             n = db.run_sync(lambda s: audit.export_csv(s, fh, start=start, end=end))
         print(tr(settings).t("{n} events written to {path}", n=n, path=ns.out))
     return 0
+
+
+# -- accounts (bot/flows/accounts*.py) -------------------------------------------------------------
+@args(lambda p: (p.add_argument("--school", default=None),
+                 p.add_argument("--suffix", default=None, help="the school's suffix, e.g. @truong.edu.vn"),
+                 p.add_argument("--apply", action="store_true", help="save the proposed addresses")))
+@command("email-names", "propose official e-mail addresses (001 Điều 5) for people without one")
+def cmd_email_names(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.email_names import run_cli
+
+    db = open_db(settings)
+    return run_cli(db, school_name=ns.school, suffix=ns.suffix, do_apply=ns.apply, tr=tr(settings))
+
+
+@args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
+                 p.add_argument("--dry-run", action="store_true")))
+@command("import-accounts", "import who has which account (user names only) from CSV or XLSX")
+def cmd_import_accounts(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.accounts_import import import_accounts_file
+
+    db = open_db(settings)
+    report = import_accounts_file(db, ns.file, school_name=ns.school, dry_run=ns.dry_run, tr=tr(settings))
+    print(report.render(tr(settings)))
+    return 0 if report.ok else 1
+
+
+@args(lambda p: (p.add_argument("--school", default=None), p.add_argument("--add", default=None, metavar="NAME"),
+                 p.add_argument("--key", default=None), p.add_argument("--sensitive", default=None, metavar="KEY"),
+                 p.add_argument("--not-sensitive", default=None, metavar="KEY"),
+                 p.add_argument("--remove", default=None, metavar="KEY")))
+@command("account-systems", "list or change the school's systems (sensitive ones need BGH approval for resets)")
+def cmd_account_systems(ns: argparse.Namespace, settings: Settings) -> int:
+    from storage.accounts_import import manage_systems
+
+    db = open_db(settings)
+    return manage_systems(db, school_name=ns.school, add=ns.add, key=ns.key, sensitive=ns.sensitive,
+                          not_sensitive=ns.not_sensitive, remove=ns.remove, tr=tr(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:

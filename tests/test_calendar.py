@@ -399,3 +399,44 @@ def test_two_processes_on_postgresql_one_schedules_and_the_other_takes_over(db, 
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(10)
+
+
+def test_calendar_file_loads_all_or_nothing(sqlite_db, tmp_path) -> None:
+    from bot.calendar_file import load_file, render
+    from bot.core import load_registry
+    from bot.i18n import Translator
+
+    tr = Translator("vi")
+    reg = load_registry()
+    sqlite_db.run_sync(lambda s: make_school(s))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[footage_review]\ndays = 200\n[nope]\nenabled = true\n[malware_scan]\nweekday = 2\n',
+                   encoding="utf-8")
+    ok, lines = load_file(sqlite_db, reg, bad, school_name=None, tr=tr)
+    assert not ok and any("footage_review" in line and "90" in line for line in lines)
+    assert any("nope" in line for line in lines)
+    assert sqlite_db.run_sync(lambda s: s.exec(select(RuleSetting)).all()) == []  # nothing saved
+    good = tmp_path / "lich.toml"
+    good.write_text('[footage_review]\ndays = 10\nroles = ["guard_lead"]\n[mailbox_check]\nenabled = true\n'
+                    'hours = [16, 8]\n', encoding="utf-8")
+    ok, lines = load_file(sqlite_db, reg, good, school_name="Trường Tiểu học Ngọc Thụy", tr=tr)
+    assert ok
+    rows = {r.rule: r for r in sqlite_db.run_sync(lambda s: s.exec(select(RuleSetting)).all())}
+    assert rows["footage_review"].params == {"days": 10, "roles": ["guard_lead"]}
+    assert rows["mailbox_check"].enabled and rows["mailbox_check"].params == {"hours": [8, 16]}
+    ok, lines = render(sqlite_db, reg, school_name=None, tr=tr)
+    assert ok and any("footage_review" in line and "10 ngày" in line for line in lines)
+
+
+def test_calendar_command_end_to_end(tmp_path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    env = {k: v for k, v in env.items() if not k.startswith(("TELEGRAM_", "ZALO_"))}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "main.py", "demo", "--no-serve", "--no-recordings"], cwd=root, env=env,
+                   check=True, capture_output=True, timeout=120)
+    f = tmp_path / "lich.toml"
+    f.write_text("[process_check]\nday = 3\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "main.py", "calendar", "--load", str(f)], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "process_check" in out.stdout and "ngày 3" in out.stdout
