@@ -411,7 +411,9 @@ def destinations(session: Session, person: Person) -> list[tuple[str, str]]:
                                                       col(ChannelIdentity.active).is_(True))
                         .order_by(col(ChannelIdentity.last_seen_at).desc(), col(ChannelIdentity.id))).all()
     pref = person.preferred_channel
-    rows = sorted(rows, key=lambda r: 0 if r.channel == pref else 1)
+    # The preferred channel first; the web chat (a browser tab that may be closed) only when the
+    # person has no messenger linked, however recently they used it.
+    rows = sorted(rows, key=lambda r: 0 if r.channel == pref else 2 if r.channel == ChannelName.WEB else 1)
     return [(r.channel, r.chat_id) for r in rows]
 
 

@@ -146,3 +146,27 @@ def test_core_and_flows_import_no_channel_library():
                 names = [node.module]
             for n in names:
                 assert n.split(".")[0] not in ("telegram", "aiohttp"), f"{f.name} imports {n}"
+
+
+def test_destinations_prefer_a_messenger_over_the_web_chat(sqlite_db) -> None:
+    from datetime import timedelta
+
+    from bot.core import destinations
+    from storage.models import ChannelIdentity, utcnow
+    from tests.helpers import make_person, make_school
+
+    def go(s):
+        school = make_school(s)
+        p = make_person(s, school, "Nguyễn Thị Vân", ["teacher"])
+        now = utcnow()
+        s.add(ChannelIdentity(person_id=p.id, channel="telegram", external_id="1", chat_id="1",
+                              last_seen_at=now - timedelta(days=3)))
+        s.add(ChannelIdentity(person_id=p.id, channel="web", external_id="w", chat_id="w", last_seen_at=now))
+        s.flush()
+        first = destinations(s, p)[0]
+        p.preferred_channel = "web"  # chosen on purpose in /hoso: respected
+        s.add(p)
+        s.flush()
+        return first, destinations(s, p)[0]
+    first, chosen = sqlite_db.run_sync(go)
+    assert first == ("telegram", "1") and chosen == ("web", "w")
