@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from bot.core import Button, Ctx, Keyboard, MessageRef, OutFile, Outbound, Reply, Step, keyboard
+from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply, Step, keyboard
 from bot.i18n import N_, Translator
 from bot.roles import BGH, ROLE_TITLES, Role
 from bot.text import fold
@@ -398,6 +399,14 @@ def card(session: Session, tr: Translator, inc: Incident, person: Person | None,
     return Reply(text, buttons=card_buttons(session, tr, inc, person), track=(CARD, str(inc.id)))
 
 
+def card_maker(session: Session, inc: Incident, person: Person | None,
+               prefix: str | None = None) -> Callable[[Translator], Reply]:
+    """``make(tr)`` for a notice: the card as this person should see it."""
+    def make(tr: Translator) -> Reply:
+        return card(session, tr, inc, person, prefix)
+    return make
+
+
 def file_replies(tr: Translator, inc: Incident, files: Sequence[IncidentAttachment]) -> list[Reply]:
     out: list[Reply] = []
     for n, a in enumerate(files, 1):
@@ -411,11 +420,7 @@ def file_replies(tr: Translator, inc: Incident, files: Sequence[IncidentAttachme
 def send_card(ctx: Ctx, inc: Incident, person: Person, *, prefix: str | None = None, with_files: bool = False) -> bool:
     """Queue a card (and, for a first delivery, the attachments) for ``person``."""
     files = attachments(ctx.session, inc) if with_files else []
-
-    def make(tr: Translator) -> Reply:
-        return card(ctx.session, tr, inc, person, prefix)
-
-    if not ctx.send_to(person, make):
+    if not ctx.send_to(person, card_maker(ctx.session, inc, person, prefix)):
         return False
     for r in file_replies(ctx.translator_for(person), inc, files):
         ctx.send_to(person, r)
@@ -464,12 +469,12 @@ def load(ctx: Ctx, inc_id: int, action: str) -> tuple[Incident | None, Reply | N
     return inc, None
 
 
-def _refuse(ctx: Ctx, inc: Incident, action: str, reason: str) -> list[Reply]:
+def refuse(ctx: Ctx, inc: Incident, action: str, reason: str) -> list[Reply]:
     ctx.audit("incident.refused", f"incident:{inc.id}", action=action, reason=reason)
     return [Reply(ctx.t("You cannot act on this incident: it was not sent to you."))]
 
 
-def _already_taken(ctx: Ctx, inc: Incident) -> Reply:
+def already_taken(ctx: Ctx, inc: Incident) -> Reply:
     if inc.status == IncidentStatus.RESOLVED:
         return Reply(ctx.t("Incident {number} was already resolved by {name} at {time}.", number=inc.number,
                            name=_name(ctx.session, inc.resolved_by),
@@ -484,7 +489,7 @@ def acknowledge(ctx: Ctx, inc: Incident) -> list[Reply]:
     person = ctx.person
     assert person is not None and person.id is not None
     if not may_act(person, inc):
-        return _refuse(ctx, inc, "ack", "not_routed")
+        return refuse(ctx, inc, "ack", "not_routed")
     res = ctx.session.execute(
         update(Incident).where(col(Incident.id) == inc.id, col(Incident.status) == IncidentStatus.OPEN)
         .values(status=IncidentStatus.ACKNOWLEDGED, owner_id=person.id, acknowledged_at=ctx.now, updated_at=ctx.now)
@@ -492,7 +497,7 @@ def acknowledge(ctx: Ctx, inc: Incident) -> list[Reply]:
     if res.rowcount != 1:  # type: ignore[attr-defined]
         ctx.session.expire_all()  # someone else won: read what they wrote
         ctx.session.refresh(inc)
-        return [_already_taken(ctx, inc)]
+        return [already_taken(ctx, inc)]
     ctx.session.refresh(inc)
     ctx.audit("incident.acknowledged", f"incident:{inc.id}", number=inc.number)
     refresh_cards(ctx, inc)
@@ -510,7 +515,7 @@ def resolve(ctx: Ctx, inc: Incident, note: str) -> list[Reply]:
         if may_act(person, inc) and inc.status != IncidentStatus.RESOLVED:
             return [Reply(ctx.t("Incident {number} is in the hands of {name}; only they or BGH can mark it "
                                 "resolved.", number=inc.number, name=_name(ctx.session, inc.owner_id)))]
-        return _refuse(ctx, inc, "done", "not_owner")
+        return refuse(ctx, inc, "done", "not_owner")
     cond = [col(Incident.id) == inc.id, col(Incident.status) != IncidentStatus.RESOLVED]
     if not is_bgh(person):
         cond.append(or_(col(Incident.owner_id).is_(None), col(Incident.owner_id) == person.id))
@@ -523,7 +528,7 @@ def resolve(ctx: Ctx, inc: Incident, note: str) -> list[Reply]:
     if res.rowcount != 1:  # type: ignore[attr-defined]
         ctx.session.expire_all()
         ctx.session.refresh(inc)
-        return [_already_taken(ctx, inc)]
+        return [already_taken(ctx, inc)]
     ctx.session.refresh(inc)
     if inc.owner_id is None:
         inc.owner_id, inc.acknowledged_at = person.id, ctx.now
@@ -544,7 +549,7 @@ def pass_up(ctx: Ctx, inc: Incident, note: str) -> list[Reply]:
     person = ctx.person
     assert person is not None and person.id is not None
     if not may_act(person, inc):
-        return _refuse(ctx, inc, "up", "not_routed")
+        return refuse(ctx, inc, "up", "not_routed")
     res = ctx.session.execute(
         update(Incident).where(col(Incident.id) == inc.id, col(Incident.reported_up_at).is_(None))
         .values(reported_up_at=ctx.now, reported_up_by=person.id, report_up_note=note[:1000], updated_at=ctx.now)
@@ -588,12 +593,12 @@ def report_reply(tr: Translator, inc: Incident, path: str) -> Reply:
 
 
 def write_report(ctx: Ctx, inc: Incident) -> str:
-    """Build the DOCX (see :mod:`bot.incidents_docx`) into ``DATA_DIR/media/reports``."""
+    """Build the DOCX (see :mod:`bot.incidents_docx`) into ``DATA_DIR/media/reports/<school>``."""
     from bot.incidents_docx import build_report
 
     school = ctx.session.get(School, inc.school_id)
     assert school is not None
-    folder = Path(ctx.settings.media_dir) / "reports"
+    folder = Path(ctx.settings.media_dir) / "reports" / str(inc.school_id)  # numbers repeat across schools
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"Bao-cao-{inc.number}.docx"
     build_report(ctx.session, inc, school, path=path, today=ctx.today(), tz=ctx.tr.tz)
@@ -607,7 +612,7 @@ def order_lock(ctx: Ctx, inc: Incident) -> list[Reply]:
     person = ctx.person
     assert person is not None and person.id is not None
     if not may_order_lock(person, inc):
-        return _refuse(ctx, inc, "lock", "not_principal")
+        return refuse(ctx, inc, "lock", "not_principal")
     res = ctx.session.execute(
         update(Incident).where(col(Incident.id) == inc.id, col(Incident.lock_ordered_at).is_(None))
         .values(lock_ordered_at=ctx.now, lock_ordered_by=person.id, updated_at=ctx.now)
@@ -645,17 +650,54 @@ def footage_step(ctx: Ctx, inc: Incident) -> Step:
     local = when.astimezone(ctx.tr.tz)
     ctx.audit("incident.footage_requested", f"incident:{inc.id}", camera=inc.camera_id)
     return Step.start_flow("footage", seed={"camera_id": inc.camera_id, "date": local.date().isoformat(),
-                                            "time": local.strftime("%H:%M"), "incident_id": inc.id})
+                                            "time": local.strftime("%H:%M")})
+
+
+def make_urgent(ctx: Ctx, inc: Incident) -> list[Reply]:
+    """The reporter (or BGH) makes a report urgent: it goes out at once, BGH included."""
+    person = ctx.person
+    assert person is not None
+    if person.id != inc.reporter_id and not is_bgh(person):
+        return refuse(ctx, inc, "urgent", "not_reporter")
+    res = ctx.session.execute(
+        update(Incident).where(col(Incident.id) == inc.id, col(Incident.urgent).is_(False),
+                               col(Incident.status) != IncidentStatus.RESOLVED)
+        .values(urgent=True, updated_at=ctx.now).execution_options(synchronize_session=False))
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        ctx.session.expire_all()
+        ctx.session.refresh(inc)
+        if inc.status == IncidentStatus.RESOLVED:
+            return [already_taken(ctx, inc)]
+        return [Reply(ctx.t("Incident {number} is already urgent.", number=inc.number))]
+    ctx.session.refresh(inc)
+    school = ctx.session.get(School, inc.school_id)
+    assert school is not None
+    reporter = ctx.session.get(Person, inc.reporter_id)
+    cam = ctx.session.get(Camera, inc.camera_id) if inc.camera_id else None
+    wanted = route(ctx.session, school, kind=inc.kind, urgent=True, reporter=reporter, camera=cam)
+    if inc.cards_sent_at is None:  # held for the morning: everyone gets it now
+        people = [p for p in (ctx.session.get(Person, pid) for pid in inc.recipient_ids or []) if p is not None]
+        people += [p for p in wanted if all(p.id != q.id for q in people)]
+        deliver(ctx, inc, people)
+    else:
+        people = [p for p in wanted if p.id not in (inc.recipient_ids or [])]
+        refresh_cards(ctx, inc)
+        deliver(ctx, inc, people, prefix=N_("🚨 This incident is now marked urgent."))
+    ctx.session.flush()
+    ctx.audit("incident.made_urgent", f"incident:{inc.id}", number=inc.number, to=[p.id for p in people])
+    tell_reporter(ctx, inc, lambda tr: tr.t("🚨 {name} marked your report {number} urgent.", name=person.full_name,
+                                            number=inc.number), actor=person)
+    return [Reply(ctx.t("🚨 Incident {number} is now urgent and went out at once.", number=inc.number))]
 
 
 # -- delivery -----------------------------------------------------------------------------------------
 def deliver(ctx: Ctx, inc: Incident, people: Sequence[Person], *, prefix: str | None = None) -> int:
     """Send the first cards (with the attachments) now; returns how many were reachable."""
+    add_recipients(inc, people)  # first: the cards' buttons depend on who may act
     sent = 0
     for p in people:
         if send_card(ctx, inc, p, prefix=prefix, with_files=True):
             sent += 1
-    add_recipients(inc, people)
     if inc.cards_sent_at is None:
         inc.cards_sent_at = ctx.now
     ctx.session.add(inc)
@@ -700,37 +742,44 @@ def escalation_tick(run: RuleRun, *, urgent: bool) -> None:
         base = inc.escalated_at or inc.cards_sent_at
         if ctx.now - base < step:
             continue
-        level = inc.escalation_level + 1
-        res = ctx.session.execute(
-            update(Incident).where(col(Incident.id) == inc.id, col(Incident.escalation_level) == level - 1,
-                                   col(Incident.status) == IncidentStatus.OPEN)
-            .values(escalation_level=level, escalated_at=ctx.now)
-            .execution_options(synchronize_session=False))
-        if res.rowcount != 1:  # type: ignore[attr-defined]
-            continue
-        ctx.session.refresh(inc)
-        targets = _targets(ctx.session, inc, level, ctx.today())
-        add_recipients(inc, targets)
-        ctx.session.add(inc)
-        ctx.session.flush()
-        prefix = (N_("⚠️ Escalated to you: nobody has acknowledged this incident yet.") if level == 1
-                  else N_("⚠️ Escalated to all of BGH: nobody has acknowledged this incident yet."))
-        for p in targets:
-            run.notify(p, lambda tr, _p=p: card(ctx.session, tr, inc, _p, prefix), key=f"incident:{inc.id}:esc{level}",
-                       urgent=urgent)
-        ctx.audit("incident.escalated", f"incident:{inc.id}", number=inc.number, level=level,
-                  to=[p.id for p in targets])
-        refresh_cards(ctx, inc)
-        reporter = ctx.session.get(Person, inc.reporter_id)
-        if reporter is not None:
-            if level == 1:
-                run.notify(reporter, lambda tr: Reply(tr.t(
-                    "⚠️ Nobody has acknowledged your report {number} yet; it was passed to the principal.",
-                    number=inc.number)), key=f"incident:{inc.id}:esc{level}:reporter", urgent=urgent)
-            else:
-                run.notify(reporter, lambda tr: Reply(tr.t(
-                    "⚠️ Nobody has acknowledged your report {number} yet; it was passed to all of BGH.",
-                    number=inc.number)), key=f"incident:{inc.id}:esc{level}:reporter", urgent=urgent)
+        _escalate(run, inc, inc.escalation_level + 1, urgent)
+
+
+def _escalate(run: RuleRun, inc: Incident, level: int, urgent: bool) -> None:
+    """Claim the step (conditional update: once, whatever restarts happen), then send the cards
+    and tell the reporter (each notice under its own key)."""
+    ctx = run.ctx
+    res = ctx.session.execute(
+        update(Incident).where(col(Incident.id) == inc.id, col(Incident.escalation_level) == level - 1,
+                               col(Incident.status) == IncidentStatus.OPEN)
+        .values(escalation_level=level, escalated_at=ctx.now)
+        .execution_options(synchronize_session=False))
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    ctx.session.refresh(inc)
+    targets = _targets(ctx.session, inc, level, ctx.today())
+    add_recipients(inc, targets)
+    ctx.session.add(inc)
+    ctx.session.flush()
+    prefix = (N_("⚠️ Escalated to you: nobody has acknowledged this incident yet.") if level == 1
+              else N_("⚠️ Escalated to all of BGH: nobody has acknowledged this incident yet."))
+    for p in targets:
+        run.notify(p, card_maker(ctx.session, inc, p, prefix), key=f"incident:{inc.id}:esc{level}", urgent=urgent)
+    ctx.audit("incident.escalated", f"incident:{inc.id}", number=inc.number, level=level,
+              to=[p.id for p in targets])
+    refresh_cards(ctx, inc)
+    reporter = ctx.session.get(Person, inc.reporter_id)
+    if reporter is None:
+        return
+
+    def tell(tr: Translator) -> Reply:
+        if level == 1:
+            return Reply(tr.t("⚠️ Nobody has acknowledged your report {number} yet; it was passed to the principal.",
+                              number=inc.number))
+        return Reply(tr.t("⚠️ Nobody has acknowledged your report {number} yet; it was passed to all of BGH.",
+                          number=inc.number))
+
+    run.notify(reporter, tell, key=f"incident:{inc.id}:esc{level}:reporter", urgent=urgent)
 
 
 def _release_held(run: RuleRun, inc: Incident) -> None:
@@ -744,7 +793,7 @@ def _release_held(run: RuleRun, inc: Incident) -> None:
     ctx.session.refresh(inc)
     people = [p for p in (ctx.session.get(Person, pid) for pid in inc.recipient_ids or []) if p is not None]
     for p in people:
-        run.notify(p, lambda tr, _p=p: card(ctx.session, tr, inc, _p), key=f"incident:{inc.id}:card")
+        run.notify(p, card_maker(ctx.session, inc, p), key=f"incident:{inc.id}:card")
     ctx.audit("incident.delivered", f"incident:{inc.id}", number=inc.number, to=[p.id for p in people],
               held=True)
 
@@ -804,8 +853,44 @@ def open_incidents(ctx: Ctx) -> Step:
     return Step.stay(Reply("\n".join(lines), buttons=keyboard(*buttons, per_row=2)))
 
 
+# -- demo data ----------------------------------------------------------------------------------------
+def demo_seed(session: Session, school: School) -> None:
+    """Two incidents for the demo school (idempotent: nothing is added when it already has some):
+    a resolved security report from the guard and an open equipment report from a teacher."""
+    assert school.id is not None
+    if session.exec(select(Incident.id).where(Incident.school_id == school.id)).first() is not None:
+        return
+    from datetime import UTC
+
+    guard = next(iter(people_with_role(session, school_id=school.id, role=Role.GUARD)), None)
+    teacher = next(iter(people_with_role(session, school_id=school.id, role=Role.TEACHER)), None)
+    now = datetime.now(UTC)
+    samples = [
+        (guard, "security", False, "Cổng phụ", "Cổng phụ không khóa lúc đi tuần 22h; đã khóa lại, không mất gì.",
+         now - timedelta(days=2), True),
+        (teacher, "equipment", False, "Phòng học", "Máy chiếu phòng 2A không lên hình.", now - timedelta(hours=3),
+         False),
+    ]
+    for reporter, kind, urgent, place, text, at, done in samples:
+        if reporter is None or reporter.id is None:
+            continue
+        year = at.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).year
+        seq = allocate_number(session, school_id=school.id, year=year)
+        inc = Incident(school_id=school.id, year=year, seq=seq, number=format_number(year, seq),
+                       reporter_id=reporter.id, kind=kind, urgent=urgent, place=place, description=text,
+                       created_at=at, updated_at=at, cards_sent_at=at)
+        people = route(session, school, kind=kind, urgent=urgent, reporter=reporter, camera=None)
+        add_recipients(inc, people)
+        if done and people:
+            inc.status, inc.owner_id, inc.acknowledged_at = IncidentStatus.RESOLVED, people[0].id, at
+            inc.resolved_by, inc.resolved_at = people[0].id, at + timedelta(minutes=20)
+            inc.resolution_note = "Đã kiểm tra, khóa cổng và ghi sổ trực."
+        session.add(inc)
+    session.flush()
+
+
 __all__ = [
     "CARD", "DEFAULTS", "IT_KINDS", "KINDS", "PREFIX", "acknowledge", "allocate_number", "card", "card_text",
-    "conf", "deliver", "escalation_tick", "format_number", "group_of", "may_act", "may_resolve", "may_view",
-    "my_reports", "open_incidents", "order_lock", "parse_payload", "pass_up", "refresh_cards", "resolve", "route",
+    "conf", "deliver", "demo_seed", "escalation_tick", "format_number", "group_of", "may_act", "may_resolve", "may_view",
+    "make_urgent", "my_reports", "open_incidents", "order_lock", "parse_payload", "pass_up", "refresh_cards", "resolve", "route",
 ]

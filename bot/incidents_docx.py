@@ -19,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from docx import Document
+from docx.document import Document as DocxDocument
 from docx.enum.table import WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.oxml.ns import qn
@@ -79,7 +80,7 @@ def _font(run_or_style: object, size: Pt = SIZE, bold: bool | None = None, itali
             rfonts.set(qn(attr), FONT)
 
 
-def _para(container: Document | _Cell, text: str = "", *, align: int | None = None, bold: bool = False,
+def _para(container: DocxDocument | _Cell, text: str = "", *, align: int | None = None, bold: bool = False,
           italic: bool = False, size: Pt = SIZE, indent: bool = False, space_after: int = 3) -> Paragraph:
     p = container.add_paragraph()
     if align is not None:
