@@ -337,6 +337,7 @@ async def test_resolve_with_note_footage_button_and_lists(tg):
     local = (inc.created_at.astimezone(tg.settings.tz))
     assert conv.flow == "footage" and conv.data["camera_id"] == tg.ids["camera"]
     assert conv.data["date"] == local.date().isoformat() and len(conv.data["time"]) == 5
+    assert conv.state == "duration"  # camera, day and time taken from the incident: only the length is asked
     replies = await tg.command(P, "suco_dangmo")
     assert inc.number in replies[-1].text and "phút" in replies[-1].text
     await tg.tap(GL, f"ic:{inc.id}:done", message_id=next(m for m in tg.messages(GL) if inc.number in m.text).message_id)
