@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from bot.core import Button, Ctx, MessageRef, Outbound, Reply, destinations, keyboard
 from bot.i18n import N_, Translator
 from bot.roles import Role
+from bot.text import fold
 from storage.accounts import (
     accounts_of,
     add_account,
@@ -27,7 +28,7 @@ from storage.accounts import (
     system_for,
 )
 from storage.models import Person, PersonStatus, School, SentMessage
-from storage.models_accounts import Account, AccountReset, AccountStatus, ResetStatus, Revocation
+from storage.models_accounts import Account, AccountReset, ResetStatus, Revocation
 from storage.people import people_with_role
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,20 @@ def account_label(tr: Translator, school: School, acc: Account) -> str:
     """``Thư điện tử công vụ · vannt@…`` (plain text, for buttons)."""
     username = acc.username if len(acc.username) <= 40 else acc.username[:39] + "…"
     return f"{system_for(school, acc.system).title(tr)} · {username}"
+
+
+def match_people(people: Iterable[Person], query: str) -> list[Person]:
+    """People whose name matches what was typed (diacritics and case forgiven): those where every
+    typed word starts a word of the name (``hoa`` finds Lê Thị Hoa, not Đặng Minh Khoa) when there
+    are any, else those whose name contains the text."""
+    q = fold(query)
+    if not q:
+        return []
+    people = list(people)
+    words = q.split()
+    by_words = [p for p in people
+                if all(any(w.startswith(x) for w in fold(p.full_name).split()) for x in words)]
+    return by_words or [p for p in people if q in fold(p.full_name)]
 
 
 # -- reset cards ----------------------------------------------------------------------------------
@@ -284,6 +299,6 @@ def demo_seed(session: Session, school: School) -> None:
 
 
 __all__ = ["DELETABLE_CHANNELS", "PREFIX", "RESET_CARD", "REVOKE_CARD", "STATUS_LABELS", "account_label",
-           "deletable_destination", "demo_seed", "it_team", "may_act_for_it", "principals", "quiet_request_logs",
+           "deletable_destination", "demo_seed", "it_team", "match_people", "may_act_for_it", "principals", "quiet_request_logs",
            "refresh", "refresh_reset_cards", "refresh_revocation_cards", "reset_card", "revocation_card",
-           "send_reset_cards", "temporary_password", "tell", "AccountStatus"]
+           "send_reset_cards", "temporary_password", "tell"]

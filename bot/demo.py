@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from bot.roles import Role
-from bot.text import fold, normalize_phone
+from bot.text import normalize_phone
 from storage.models import Person, PersonStatus, School, utcnow
 
 DEMO_SCHOOL_NAME = "Trường Tiểu học Demo Ngọc Thụy"
@@ -58,11 +58,10 @@ EXTRA_SEEDERS: list[DemoSeeder] = []
 
 def demo_email(full_name: str, suffix: str = DEMO_EMAIL_SUFFIX) -> str:
     """``Nguyễn Thị Vân`` → ``vannt@…``: given name + initials of the other names (001 Điều 5)."""
-    parts = fold(full_name).split()
-    if not parts:
-        return ""
-    local = parts[-1] + "".join(p[0] for p in parts[:-1])
-    return local + suffix
+    from storage.email_names import local_part
+
+    local = local_part(full_name)
+    return local + suffix if local else ""
 
 
 def _upsert_school(session: Session) -> School:

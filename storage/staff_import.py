@@ -597,6 +597,7 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
     updated: list[PersonLine] = []
     unchanged = 0
     matched: set[int] = set()
+    was_active = {p.id for p in people if p.status == PersonStatus.ACTIVE}  # for the accounts hook below
     for row in rows:
         person = by_phone.get(row.phone)
         if person is None:
@@ -651,6 +652,9 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
                      details={"file": file, "rows": len(rows), "created": len(created), "updated": len(updated),
                               "unchanged": unchanged, "status_changed": len(report.status_changes),
                               "missing": len(missing), "school_created": created_school})
+        from storage.accounts import after_staff_import  # revocation checklists, newcomers' e-mail names
+
+        after_staff_import(s, school=school, known=people, was_active=was_active, now=now)
     return report
 
 

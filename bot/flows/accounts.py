@@ -68,6 +68,7 @@ from bot.i18n import N_, Translator
 from bot.reminders import Continuous, Rule, RuleRun
 from bot.roles import Role
 from bot.text import fold
+from bot.workdays import is_working_day
 from storage.accounts import (
     accounts_of,
     claim_reset,
@@ -384,11 +385,16 @@ def remind_revocations(run: RuleRun) -> None:
             if not any(p.id == q.id for q in team):
                 run.notify(p, _revocation_maker(session, rev, buttons=False), key=progress_key(rev.id))
         opened = rev.opened_at.astimezone(run.ctx.tr.tz).date()
-        if today > opened and run.local_now().hour >= REMIND_FROM_HOUR:
+        if today > opened and _reminding_now(run):
             reminder = _revocation_maker(session, rev, buttons=True,
                                          prefix=N_("⏰ Reminder: these accounts are still to be revoked."))
             for p in team:
                 run.notify(p, reminder, key=f"revocation:{rev.id}:{today.isoformat()}")
+
+
+def _reminding_now(run: RuleRun) -> bool:
+    """Daily reminders go out on working days (weekends, holidays and Tết skipped) from 08:00."""
+    return is_working_day(run.today(), run.days_off) and run.local_now().hour >= REMIND_FROM_HOUR
 
 
 def _revocation_maker(session: Session, rev: Revocation, *, buttons: bool,
@@ -402,7 +408,7 @@ def remind_resets(run: RuleRun) -> None:
     """A reset still waiting for IT since an earlier day: the card again, once a day."""
     session = run.session
     today = run.today()
-    if run.local_now().hour < REMIND_FROM_HOUR:
+    if not _reminding_now(run):
         return
     rows = session.exec(select(AccountReset).where(AccountReset.school_id == run.school.id,
                                                    AccountReset.status == ResetStatus.WAITING)

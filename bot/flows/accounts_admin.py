@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
-from bot.accounts import account_label, principals, tell
+from bot.accounts import account_label, match_people, principals, tell
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.i18n import N_, Translator, escape
 from bot.roles import Role
@@ -80,7 +80,7 @@ def find(ctx: Ctx, msg: Inbound) -> Step:
         found = [p for p in people if p.id == int(value[1:])]
     elif msg.text:
         q = fold(msg.text)
-        found = [p for p in people if q and q in fold(p.full_name)]
+        found = match_people(people, msg.text)
         if not found:
             ids = {a.person_id for a in ctx.session.exec(select(Account).where(
                 Account.school_id == person.school_id)).all() if fold(a.username) == q}

@@ -23,13 +23,12 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from bot.accounts import STATUS_LABELS, it_team, principals, revocation_card
+from bot.accounts import STATUS_LABELS, it_team, match_people, principals, revocation_card
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.flows.accounts import RULE_REVOCATIONS, card_key, progress_key
 from bot.i18n import N_, Translator
 from bot.reminders import queue_notice
 from bot.roles import Role
-from bot.text import fold
 from storage.accounts import accounts_of, open_revocation, open_revocations, revocation_items
 from storage.models import Person, PersonStatus
 from storage.models_accounts import AccountStatus, Revocation
@@ -78,8 +77,7 @@ def find(ctx: Ctx, msg: Inbound) -> Step:
         if not found:
             return Step.stay(Reply(ctx.t("That person is not in service at your school.")))
     elif msg.text:
-        q = fold(msg.text)
-        found = [p for p in people if q and q in fold(p.full_name)]
+        found = match_people(people, msg.text)
     if not found:
         return Step.stay(Reply(ctx.t("Nobody in service matches. Type another part of the name, or /huy to stop.")))
     if len(found) > 1:
