@@ -616,9 +616,14 @@ class Dispatcher:
             try:
                 result = await self.db.run(lambda s: self._process(s, msg))
             except IntegrityError:
-                # A concurrent delivery of the same update won the race: it is a duplicate.
-                log.info("duplicate update %s/%s dropped (race)", msg.channel, msg.update_key)
-                return []
+                if await self.db.run(lambda s: self._seen(s, msg)):
+                    # A concurrent delivery of the same update won the race: it is a duplicate.
+                    log.info("duplicate update %s/%s dropped (race)", msg.channel, msg.update_key)
+                    return []
+                # Another constraint (e.g. two people adding the same code at once): nothing was
+                # saved; the person is told and may try again.
+                log.warning("event on %s hit a database constraint; answering with an apology", msg.channel)
+                result = await self.db.run(lambda s: self._failed(s, msg))
             except Exception:
                 log.exception("event on %s failed; answering with an apology", msg.channel)
                 result = await self.db.run(lambda s: self._failed(s, msg))
@@ -633,6 +638,10 @@ class Dispatcher:
         return await self.locks((msg.channel, msg.chat_id), run)
 
     # -- one unit of work ----------------------------------------------------------------------
+    def _seen(self, s: Session, msg: Inbound) -> bool:
+        return s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,
+                                                       ProcessedUpdate.update_key == msg.update_key)).first() is not None
+
     def _mark(self, s: Session, msg: Inbound) -> bool:
         """Record the update as processed; False if it already was."""
         exists = s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,

@@ -170,3 +170,27 @@ def test_destinations_prefer_a_messenger_over_the_web_chat(sqlite_db) -> None:
         return first, destinations(s, p)[0]
     first, chosen = sqlite_db.run_sync(go)
     assert first == ("telegram", "1") and chosen == ("web", "w")
+
+
+async def test_a_constraint_error_is_not_mistaken_for_a_duplicate_update(rt):
+    from bot.core import Handler, Reply, Step
+    from storage.models import KeyValue
+
+    _seed(rt)
+    ch = rt.test_channel
+
+    def clash(ctx):
+        ctx.session.add(KeyValue(key="same", value="a"))
+        ctx.session.flush()
+        ctx.session.add(KeyValue(key="same", value="b"))  # two people adding the same code at once
+        ctx.session.flush()
+        return Step.stay(Reply("never"))
+
+    rt.registry.add_handler(Handler(clash, prefix="clash"))
+    msg = inbound("900", payload="clash:1")
+    await rt.dispatcher.handle(msg)
+    assert "Xin lỗi" in ch.texts("900")[-1] or "Sorry" in ch.texts("900")[-1]  # told, not silently dropped
+    assert rt.db.run_sync(lambda s: s.get(KeyValue, "same")) is None  # nothing half-saved
+    n = len(ch.sent)
+    await rt.dispatcher.handle(msg)  # the same update delivered again is still a duplicate
+    assert len(ch.sent) == n
