@@ -36,7 +36,7 @@ from bot.approvals import StageSpec
 from bot.core import FileRef
 from bot.i18n import N_, Translator
 from bot.roles import BGH, Role
-from bot.text import clean, fold
+from bot.text import clean, fold, parse_id
 from storage.models import Person, PersonStatus, School
 from storage.models_articles import Article, ArticleStatus
 from storage.people import people_with_role, school_units
@@ -170,7 +170,8 @@ def approver_stage(session: Session, school: School, article: Article, *, in_pla
     if mode == "category":
         mapping = cfg.get("category_approvers") or {}
         pid = mapping.get(article.category) if isinstance(mapping, dict) else None
-        person = session.get(Person, int(pid)) if isinstance(pid, int | str) and str(pid).isdigit() else None
+        pid_ = parse_id(str(pid)) if isinstance(pid, int | str) else None
+        person = session.get(Person, pid_) if pid_ is not None else None
         if person is not None and person.is_active and person.school_id == school.id:
             return StageSpec(person_id=person.id)
     return StageSpec(role=Role.BOARD_HEAD)
@@ -209,10 +210,11 @@ def unit_heads(session: Session, school: School) -> dict[str, list[Person]]:
             if u is None:
                 continue
             for pid in ids if isinstance(ids, list) else [ids]:
-                p = session.get(Person, int(pid)) if str(pid).isdigit() else None
-                if p is not None and p.is_active and p.school_id == school.id and all(
-                        q.id != p.id for q in out.get(u, [])):
-                    out.setdefault(u, []).append(p)
+                hid = parse_id(str(pid))
+                head = session.get(Person, hid) if hid is not None else None
+                if head is not None and head.is_active and head.school_id == school.id and all(
+                        q.id != head.id for q in out.get(u, [])):
+                    out.setdefault(u, []).append(head)
     return out
 
 
@@ -269,9 +271,9 @@ def check_url(raw: str | None, domains: Iterable[str] = ()) -> tuple[str | None,
     return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment)), ""
 
 
-_MONTH = re.compile(r"^\s*(?:thang\s*)?(\d{1,2})\s*[/\-.]\s*(\d{4}|\d{2})\s*$")
-_MONTH_ISO = re.compile(r"^\s*(\d{4})\s*-\s*(\d{1,2})\s*$")
-_MONTH_ONLY = re.compile(r"^\s*(?:thang\s*)?(\d{1,2})\s*$")
+_MONTH = re.compile(r"^\s*(?:thang\s*)?(\d{1,2})\s*[/\-.]\s*(\d{4}|\d{2})\s*$", re.ASCII)
+_MONTH_ISO = re.compile(r"^\s*(\d{4})\s*-\s*(\d{1,2})\s*$", re.ASCII)
+_MONTH_ONLY = re.compile(r"^\s*(?:thang\s*)?(\d{1,2})\s*$", re.ASCII)
 
 
 def parse_month(raw: str | None, *, today: date) -> tuple[int, int] | None:
@@ -374,8 +376,7 @@ def month_stats(session: Session, school: School, year: int, month: int, tz: Zon
         col(Article.published_at) >= start, col(Article.published_at) < end)
         .order_by(col(Article.published_at), col(Article.id))))
     people = list(session.exec(select(Person).where(Person.school_id == school.id,
-                                                    Person.status == PersonStatus.ACTIVE)
-                               .order_by(col(Person.full_name), col(Person.id))))
+                                                    Person.status == PersonStatus.ACTIVE).order_by(col(Person.id))))
     have = {p.id for p in people}
     authors: dict[int, Person] = {p.id: p for p in people if p.id is not None}
     for a in articles:
@@ -385,6 +386,7 @@ def month_stats(session: Session, school: School, year: int, month: int, tz: Zon
                 people.append(p)
                 have.add(p.id)
                 authors[a.author_id] = p
+    people.sort(key=lambda p: name_key(p.full_name))
     units = units_of(session, school)
     by_fold = {fold(u): u for u in units}
     stats = MonthStats(year, month, rate_of(school), articles, people, units, authors)
@@ -418,15 +420,69 @@ def unfinished_of(session: Session, person: Person, limit: int = 6) -> list[Arti
                              .order_by(col(Article.updated_at).desc(), col(Article.id).desc()).limit(limit)))
 
 
+def name_key(full_name: str) -> tuple[str, str]:
+    """Vietnamese list order: by given name (the last word), then the whole name, diacritics folded."""
+    folded = fold(full_name)
+    return (folded.rsplit(" ", 1)[-1], folded)
+
+
 def short(text: str, n: int = 40) -> str:
     text = clean(text)
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
+# -- demo data ------------------------------------------------------------------------------------
+DEMO_SAMPLES: tuple[tuple[str, str, str, str, int, bool], ...] = (
+    # (role of the author, category, on behalf of, title, days from today of the event, published)
+    (Role.TEACHER, "short", "Tổ 1", "Lễ chào cờ đầu tuần chủ đề “Tri ân thầy cô”", -35, True),
+    (Role.DEPT_HEAD, "report", "Công đoàn", "Công đoàn trường tổ chức hội thao chào mừng 20/11", -33, True),
+    (Role.TEACHER, "conference", "", "Hội nghị cán bộ, viên chức năm học mới", -5, True),
+    (Role.DEPT_HEAD, "indepth", "Tổ 1", "Kinh nghiệm dạy đọc hiểu cho học sinh lớp 1", -2, False),
+)
+
+
+def demo_seed(session: Session, school: School) -> None:
+    """For ``python main.py demo``: a few published articles (last month and this month) and one waiting
+    for the secretary. Idempotent: nothing is added when the sample titles already exist."""
+    from storage.models_articles import ArticleVersion
+
+    assert school.id is not None
+    titles = [t for _, _, _, t, _, _ in DEMO_SAMPLES]
+    if session.exec(select(Article.id).where(Article.school_id == school.id,
+                                             col(Article.title).in_(titles))).first() is not None:
+        return
+    people = list(session.exec(select(Person).where(Person.school_id == school.id,
+                                                    Person.status == PersonStatus.ACTIVE).order_by(col(Person.id))))
+    by_role = {r: p for p in reversed(people) for r in p.roles}
+    sec = by_role.get(Role.SECRETARY)
+    boss = by_role.get(Role.BOARD_HEAD)
+    if sec is None or Role.TEACHER not in by_role:
+        return
+    now = datetime.now(UTC)
+    for role, cat, unit, title, days, published in DEMO_SAMPLES:
+        author = by_role.get(role) or by_role[Role.TEACHER]
+        event = (now + timedelta(days=days)).date()
+        art = Article(school_id=school.id, author_id=author.id or 0, title=title, category=cat, unit=unit,
+                      origin=ORIGIN_OWN, event_date=event, deadline=deadline_for(event), version=1,
+                      body=f"{title}. Nội dung mẫu để thử quy trình tin bài của cổng thông tin điện tử nhà trường.",
+                      progress=["title", "category", "unit", "origin", "event", "body", "photos"],
+                      status=ArticleStatus.SUBMITTED, created_at=now, updated_at=now, submitted_at=now)
+        if published:
+            art.status, art.published_by = ArticleStatus.PUBLISHED, sec.id
+            art.published_at = datetime.combine(event + timedelta(days=1), time(3), tzinfo=UTC)
+            art.approved_by = boss.id if boss else None
+            art.published_url = f"https://demo-ngocthuy.edu.vn/tin-tuc/bai-mau-{abs(days)}.html"
+        session.add(art)
+        session.flush()
+        session.add(ArticleVersion(article_id=art.id or 0, school_id=school.id, n=1, kind="submitted",
+                                   editor_id=author.id, title=art.title, body=art.body, created_at=now))
+    session.flush()
+
+
 __all__ = [
-    "AREA", "CATEGORIES", "EDITABLE", "MonthStats", "ORGANISATIONS", "PIPELINE", "approver_stage",
+    "AREA", "CATEGORIES", "demo_seed", "EDITABLE", "MonthStats", "ORGANISATIONS", "PIPELINE", "approver_stage",
     "category_title", "check_photo", "check_url", "deadline_for", "is_late", "is_secretary", "month_bounds",
-    "month_key", "month_label", "month_stats", "organisations", "parse_category", "parse_month",
+    "month_key", "month_label", "month_stats", "name_key", "organisations", "parse_category", "parse_month",
     "pending_of", "previous_month", "rate_of", "secretaries", "settings_of", "short", "status_title",
     "unfinished_of", "unit_heads", "units_of",
 ]

@@ -19,6 +19,7 @@ regulation asks of documents (Điều 16)."""
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -133,7 +134,7 @@ def build_xlsx(stats: MonthStats, school: School, tr: Translator, path: Path, ge
         r += 1
 
     # Per person
-    ws = wb.create_sheet(tr.t("Staff")[:31])
+    ws = wb.create_sheet(tr.t("Per person")[:31])
     r = _title(ws, tr, school, tr.t("PUBLISHED ARTICLES PER PERSON"), stats, 5)
     _header(ws, r, [tr.t("No."), tr.t("Full name"), tr.t("Unit"), tr.t("Published articles"),
                     tr.t("Quota (at least 1 a month)")], [6, 32, 20, 16, 20])
@@ -236,7 +237,7 @@ def build(stats: MonthStats, school: School, tr: Translator, data_dir: Path,
     """Write both files (unique names, so concurrent requests never overwrite each other)."""
     assert school.id is not None
     d = report_dir(data_dir, school.id)
-    stamp = generated_at.strftime("%Y%m%dT%H%M%S%f")
+    stamp = generated_at.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     base = f"articles-{month_key(stats.year, stats.month)}-{tr.locale}-{stamp}"
     xlsx = build_xlsx(stats, school, tr, d / f"{base}.xlsx", generated_at)
     png = build_chart(stats, tr, d / f"{base}.png")

@@ -50,7 +50,6 @@ from bot.articles import (
     MAX_TITLE,
     ORIGIN_COLLECTED,
     ORIGIN_OWN,
-    category_title,
     check_photo,
     deadline_for,
     parse_category,
@@ -64,7 +63,8 @@ from bot.flows import articles_review as review
 from bot.flows import articles_stats as stats
 from bot.flows import articles_vote as vote
 from bot.i18n import N_
-from bot.text import clean, fold, nfc, parse_date
+from bot.roles import Role
+from bot.text import clean, fold, nfc, parse_date, parse_id
 from storage.models_articles import Article, ArticleStatus
 
 STEPS = ("title", "category", "unit", "origin", "event", "body", "photos")
@@ -76,7 +76,8 @@ MAX_FUTURE_DAYS = 180
 def _article(ctx: Ctx) -> Article | None:
     """The draft this conversation works on, if it still belongs to the person and may change."""
     aid = ctx.data.get("article_id")
-    art = ctx.session.get(Article, int(aid)) if isinstance(aid, int | str) and str(aid).isdigit() else None
+    art_id = parse_id(str(aid)) if isinstance(aid, int | str) else None
+    art = ctx.session.get(Article, art_id) if art_id is not None else None
     if art is None or ctx.person is None or art.author_id != ctx.person.id or art.status not in EDITABLE:
         return None
     return art
@@ -244,8 +245,8 @@ def pick(ctx: Ctx, msg: Inbound) -> Step:
     if value == "new":
         ctx.data.pop("article_id", None)
         return _ask_title(ctx, None)
-    if value.startswith("r") and value[1:].isdigit():
-        ctx.data["article_id"] = int(value[1:])
+    if value.startswith("r") and parse_id(value[1:]) is not None:
+        ctx.data["article_id"] = parse_id(value[1:])
         art = _article(ctx)
         if art is None:
             ctx.data.pop("article_id", None)
@@ -307,8 +308,8 @@ def unit(ctx: Ctx, msg: Inbound) -> Step:
     chosen: str | None = None
     if value == "u-":
         chosen = ""
-    elif value.startswith("u") and value[1:].isdigit() and int(value[1:]) < len(units):
-        chosen = units[int(value[1:])]
+    elif value.startswith("u") and (i := parse_id(value[1:])) is not None and i < len(units):
+        chosen = units[i]
     elif msg.text:
         q = fold(msg.text)
         if q in ("ca nhan", "personal", "rieng"):
@@ -330,6 +331,12 @@ def origin(ctx: Ctx, msg: Inbound) -> Step:
     if art is None:
         return _gone(ctx)
     value = choice_value(msg)
+    typed = fold(msg.text or "")
+    if value is None and typed:
+        if any(w in typed for w in ("tu viet", "cua toi", "own")):
+            value = ORIGIN_OWN
+        elif any(w in typed for w in ("suu tam", "bao", "internet", "mang", "collected")):
+            value = ORIGIN_COLLECTED
     if value not in (ORIGIN_OWN, ORIGIN_COLLECTED):
         return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     art.origin = value
@@ -367,6 +374,8 @@ def event(ctx: Ctx, msg: Inbound) -> Step:
         return _gone(ctx)
     today = ctx.today()
     value = choice_value(msg)
+    if fold(msg.text or "").strip(" .") in ("khong", "khong co", "khong gan", "khong gan voi su kien", "none"):
+        value = "none"
     d: date | None
     if value == "none":
         d = None
@@ -475,7 +484,8 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
     art = _article(ctx)
     if art is None:
         return _gone(ctx)
-    value = choice_value(msg) or ""
+    value = choice_value(msg) or {"gui": "send", "gui di": "send", "gui lai": "send", "de sau": "later"}.get(
+        fold(msg.text or "").strip(" .!"), "")
     if msg.files:  # photos sent at the summary are welcome too
         return Step.stay(*_add_photos(ctx, art, msg), _summary(ctx, art))
     if value == "send":
@@ -532,9 +542,14 @@ APPROVAL_HOOKS = {"article": review.on_decided}
 
 RULES = [*review.RULES, *stats.RULES, *vote.RULES]
 
+#: The secretary, and those who stand in when the school has none (checked again in the handler).
+QUEUE_ROLES = frozenset({Role.SECRETARY, Role.BOARD_HEAD, Role.PRINCIPAL})
+
 
 def register(reg: Registry) -> None:
     reg.add_handler(Handler(review.on_action, prefix=review.PREFIX))
+    reg.add_handler(Handler(review.queue, commands=("bientap",), roles=QUEUE_ROLES,
+                            description=N_("Articles waiting for the editorial board's secretary"), order=21))
     reg.add_handler(Handler(review.show_article, commands=("xembai",),
                             description=N_("Read an article: its text, photos and versions"), order=22))
     reg.add_flow(review.RETURN_FLOW)
@@ -544,9 +559,4 @@ def register(reg: Registry) -> None:
     vote.register(reg)
 
 
-def demo_seed(session: object, school: object) -> None:
-    """Demo data for ``python main.py demo`` (idempotent); see ``articles_stats.demo_seed``."""
-    stats.demo_seed(session, school)  # type: ignore[arg-type]
-
-
-__all__ = ["APPROVAL_HOOKS", "FLOW", "RULES", "demo_seed", "register"]
+__all__ = ["APPROVAL_HOOKS", "FLOW", "RULES", "register"]

@@ -59,8 +59,8 @@ from bot.core import (
     Flow,
     Inbound,
     MessageRef,
-    OutFile,
     Outbound,
+    OutFile,
     Reply,
     Step,
     choice,
@@ -70,7 +70,7 @@ from bot.core import (
 from bot.i18n import N_, Translator, escape
 from bot.reminders import Continuous, Rule, RuleRun
 from bot.roles import ROLE_TITLES, Role
-from bot.text import clean, fold, nfc
+from bot.text import clean, fold, nfc, parse_id
 from storage.models import Approval, ApprovalStatus, Person, SentMessage
 from storage.models_articles import Article, ArticleStatus, ArticleVersion
 
@@ -90,9 +90,8 @@ def parse_payload(data: str | None) -> tuple[int, str] | None:
     parts = (data or "").split(":")
     if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
         return None
-    if not parts[1].isdigit() or len(parts[1]) > 12:
-        return None
-    return int(parts[1]), parts[2]
+    aid = parse_id(parts[1])
+    return (aid, parts[2]) if aid is not None else None
 
 
 def is_done_word(text: str | None) -> bool:
@@ -496,7 +495,7 @@ def _edit_start(ctx: Ctx) -> Step:
 
 def _edit_body(ctx: Ctx, msg: Inbound) -> Step:
     """Collect parts until ``Xong``; then ask about the title."""
-    parts: list[str] = ctx.data.setdefault("parts", [])
+    parts: list[str] = list(ctx.data.get("parts") or [])  # a new list: the conversation row must see the change
     value = choice_value(msg)
     if value == "cancel":
         return Step.done(Reply(ctx.t("Nothing was changed.")))
@@ -514,6 +513,7 @@ def _edit_body(ctx: Ctx, msg: Inbound) -> Step:
     if sum(len(p) for p in parts) + len(text) > MAX_BODY:
         return Step.stay(Reply(ctx.t("The text is too long (at most {max} characters).", max=MAX_BODY)))
     parts.append(text)
+    ctx.data["parts"] = parts
     return Step.stay(Reply(ctx.t("Received ({n} characters so far). Send more, or type Xong when the text is "
                                  "complete.", n=ctx.tr.number(sum(len(p) for p in parts))),
                            buttons=keyboard(choice(ctx.t("✅ Xong"), "done"))))
@@ -636,13 +636,45 @@ def _publish_url(ctx: Ctx, msg: Inbound) -> Step:
     return Step.done(Reply(reply))
 
 
+# -- /bientap: the secretary's queue ------------------------------------------------------------------
+QUEUE_LIMIT = 10
+
+
+def queue(ctx: Ctx) -> Step:
+    """``/bientap``: articles waiting for the secretary (to edit and forward, then to publish), oldest
+    first, each as its card with the buttons."""
+    person = ctx.person
+    assert person is not None
+    if not is_secretary(ctx.session, person):
+        return Step.stay(Reply(ctx.t("Only the editorial board's secretary can do this.")))
+    rows = list(ctx.session.exec(select(Article).where(
+        Article.school_id == person.school_id,
+        col(Article.status).in_([ArticleStatus.SUBMITTED, ArticleStatus.APPROVED]))
+        .order_by(col(Article.submitted_at), col(Article.id))))
+    waiting = list(ctx.session.exec(select(Article).where(Article.school_id == person.school_id,
+                                                          Article.status == ArticleStatus.IN_REVIEW)))
+    if not rows:
+        text = ctx.t("No article is waiting for you. 👍")
+        if waiting:
+            text += "\n" + ctx.tn("{n} article is waiting for the approver.", "{n} articles are waiting for the "
+                                  "approver.", len(waiting))
+        return Step.stay(Reply(text))
+    replies = [Reply(ctx.tn("{n} article is waiting for you (oldest first):",
+                            "{n} articles are waiting for you (oldest first):", len(rows)))]
+    replies += [secretary_card(ctx, ctx.tr, a) for a in rows[:QUEUE_LIMIT]]
+    if len(rows) > QUEUE_LIMIT:
+        replies.append(Reply(ctx.t("…and {n} more. Handle these first, then type /bientap again.",
+                                   n=len(rows) - QUEUE_LIMIT)))
+    return Step.stay(*replies)
+
+
 # -- /xembai <id> ---------------------------------------------------------------------------------
 def show_article(ctx: Ctx) -> Step:
     """The full text, photos and versions of an article (its author, the secretary, the board, BGH)."""
-    arg = (ctx.inbound.args or "").strip().lstrip("#")
-    if not arg.isdigit():
+    aid = parse_id((ctx.inbound.args or "").strip().lstrip("#"))
+    if aid is None:
         return Step.stay(Reply(ctx.t("Type the article's number, for example /xembai 12.")))
-    art = ctx.session.get(Article, int(arg))
+    art = ctx.session.get(Article, aid)
     if art is None or not may_read(ctx, art):
         return Step.stay(Reply(ctx.t("You cannot do this for that article.")))
     return Step.stay(*full_view(ctx, art))
@@ -658,7 +690,7 @@ def deadline_rule(run: RuleRun) -> None:
 
     rows = run.session.exec(select(Article).where(
         Article.school_id == run.school.id, col(Article.deadline).is_not(None),
-        col(Article.status).in_([*EDITABLE, *PIPELINE]),
+        col(Article.status).in_([ArticleStatus.DRAFT, ArticleStatus.RETURNED, *PIPELINE]),  # not refused ones
         col(Article.deadline) >= today - timedelta(days=7),
         col(Article.deadline) <= today + timedelta(days=before))).all()
     if not rows:
@@ -724,5 +756,6 @@ PUBLISH_FLOW = Flow(name="article_publish", title=N_("Publish an article"), star
                     states={"url": _publish_url}, in_menu=False)
 
 __all__ = ["EDIT_FLOW", "PUBLISH_FLOW", "RETURN_FLOW", "RULES", "card_text", "details", "forward", "full_view",
-           "is_done_word", "on_action", "on_decided", "parse_payload", "payload", "refresh_cards", "send_cards",
+           "is_done_word", "on_action", "on_decided", "parse_payload", "payload", "queue", "refresh_cards",
+           "send_cards",
            "show_article", "submit"]
