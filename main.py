@@ -99,9 +99,13 @@ def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import create_demo_school
     from bot.demo_footage import make_recordings, seed_cameras
 
+    from bot import accounts, articles, incidents
+    from storage import equipment
+
     db = open_db(settings)
-    seeder = partial(seed_cameras, data_dir=settings.data_dir)
-    name = db.run_sync(lambda s: create_demo_school(s, extra_seeders=[seeder]))
+    seeders = [partial(seed_cameras, data_dir=settings.data_dir), articles.demo_seed, incidents.demo_seed,
+               equipment.demo_seed, accounts.demo_seed]
+    name = db.run_sync(lambda s: create_demo_school(s, extra_seeders=seeders))
     db.dispose()
     t = tr(settings)
     print(t.t("Demo school ready: {school}", school=name), flush=True)

@@ -107,7 +107,7 @@ def migrate(engine: Engine) -> None:
             # Several processes may start at once against one district database.
             conn.execute(text("SELECT pg_advisory_xact_lock(7318201)"))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        command.upgrade(cfg, "head")
 
 
 __all__ = ["Database", "NullPool", "make_engine", "migrate", "alembic_config"]

@@ -78,5 +78,15 @@ def test_main_demo_no_serve(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'data' / 'school.db'}")
     try:
         assert len(_people(db)) == len(list(Role))
+        from sqlmodel import select
+
+        from storage.models import Camera
+        from storage.models_accounts import Account
+        from storage.models_equipment import EquipmentItem
+
+        # every workflow has something to show in the demo, and the second run duplicated nothing
+        counts = db.run_sync(lambda s: (len(s.exec(select(Camera)).all()), len(s.exec(select(EquipmentItem)).all()),
+                                        len(s.exec(select(Account)).all())))
+        assert all(n > 0 for n in counts), counts
     finally:
         db.dispose()
