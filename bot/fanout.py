@@ -11,8 +11,9 @@ the same transaction as the decision to send it. This worker then sends the queu
   window has closed, the notice goes to the person's other linked channel, or waits (``held``)
   until they next write (:func:`bot.reminders.release_held`);
 * a crash cannot lose a notice: rows stay ``queued`` until sent. A row claimed (``sending``) when
-  the process died is sent again at the next start — at most the few messages in flight at the
-  moment of a ``kill -9`` can arrive twice; nothing is lost.
+  the process died is sent again at the next start. Each row is recorded as sent as soon as its
+  message went out (not at the end of its batch), so a ``kill -9`` can repeat at most the one
+  message per channel that was in flight; nothing is lost.
 """
 
 from __future__ import annotations
@@ -211,13 +212,18 @@ class FanOut:
                     by_channel.setdefault(j.channel, []).append(j)
                 # channels run side by side; within one channel the pace is kept
                 results_nested = await asyncio.gather(*[self._send_all(js) for js in by_channel.values()])
-                results = [r for rs in results_nested for r in rs]
-                await db.run(partial(self._finish, results=results, now=now))
-                total += sum(1 for _, outcome, _ in results if outcome == "sent")
+                total += sum(1 for rs in results_nested for _, outcome, _ in rs if outcome == "sent")
             return total
 
     async def _send_all(self, jobs: list[_Job]) -> list[tuple[int, str, float | None]]:
-        return [await self._send(j) for j in jobs]
+        results = []
+        for j in jobs:
+            result = await self._send(j)
+            # Recorded at once: a kill -9 now repeats at most this one message, not the whole batch.
+            await self.runtime.db.run(partial(self._finish, results=[result],
+                                              now=self.runtime.services.clock.now()))
+            results.append(result)
+        return results
 
     def kick(self) -> None:
         """Drain in the background (after a unit queued notices)."""

@@ -5,17 +5,28 @@ conditional update, so a double run or a restart never cuts twice at once), tell
 ``Đang trích xuất…``, cut with ffmpeg (``media.clips``), then in one unit record the clip's
 SHA-256, size and segments in the request and the audit log and send the video privately with
 ``protect_content``. A failure is explained to the requester, and IT / the approver get a retry
-button; a partial clip is never delivered as if complete."""
+button; a partial clip is never delivered as if complete.
+
+A crash (``kill -9``, power cut) cannot strand a request: every scheduler tick :func:`recover`
+starts the extraction of ``approved`` requests nobody is cutting (the process died between the
+approval and the cut), and fails ``extracting`` requests nobody is cutting any more (the process
+died while ffmpeg ran) with the reason "interrupted" — their partial work is deleted, the requester
+is told and IT gets the retry button. "Nobody is cutting" is exact: this process keeps the ids it
+works on, and on PostgreSQL each cut holds an advisory lock the server drops when its process dies."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-from sqlmodel import col
+from sqlalchemy import text, update
+from sqlmodel import col, select
 
 from bot.core import Button, Ctx, Reply, keyboard
 from bot.i18n import Translator
@@ -23,6 +34,7 @@ from storage.models import Camera, FootageRequest, FootageStatus, Person, School
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
+    from storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +46,70 @@ def _error_text(tr: Translator, key: str) -> str:
         "segment_missing": tr.t("A recording file of that window is missing."),
         "segment_corrupt": tr.t("A recording file of that window is damaged."),
         "timeout": tr.t("Cutting the clip took too long."),
+        "interrupted": tr.t("The assistant was restarted while it was cutting the clip."),
     }
     return texts.get(key, tr.t("The recorder or the video tool reported an error."))
 
 
+#: ``runtime.services.extras`` key: ids of the requests this process is cutting (or about to claim).
+LIVE_KEY = "footage_live"
+#: PostgreSQL advisory lock namespace of a cut in progress (7318201: migrations, 7318202: scheduler).
+LOCK_KEY = 7318203
+
+
+def _live(runtime: Runtime) -> set[int]:
+    live: set[int] = runtime.services.extras.setdefault(LIVE_KEY, set())
+    return live
+
+
+def _lock(db: Database, req_id: int) -> tuple[bool, Any]:
+    """PostgreSQL: hold an advisory lock for request ``req_id`` on a dedicated connection while it is
+    cut (the server releases it if this process dies). SQLite (one process): nothing to hold."""
+    if db.is_sqlite:
+        return True, None
+    conn = db.engine.connect()
+    try:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k, :id)"), {"k": LOCK_KEY, "id": req_id}).scalar())
+        conn.commit()
+    except Exception:
+        conn.invalidate()
+        conn.close()
+        raise
+    if not got:
+        conn.close()
+        return False, None
+    return True, conn
+
+
+def _unlock(conn: Any) -> None:
+    if conn is not None:
+        conn.invalidate()  # closing the server connection drops its session locks
+        conn.close()
+
+
+def _work_dir(out: Path) -> Path:
+    """The request's own scratch folder beside its clip (``cut_clip`` works inside it)."""
+    return out.parent / f".{out.stem}.partial"
+
+
 async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
+    """Claim, cut and deliver request ``req_id`` (a no-op unless it is ``approved`` and nobody cuts it)."""
+    live = _live(runtime)
+    if req_id in live:
+        return
+    live.add(req_id)  # before the claim, so recover() never sees it claimed and not live
+    conn = None
+    try:
+        got, conn = await asyncio.to_thread(_lock, runtime.db, req_id)
+        if got:
+            await _extract_and_deliver(runtime, req_id)
+    finally:
+        live.discard(req_id)
+        if conn is not None:
+            await asyncio.to_thread(_unlock, conn)
+
+
+async def _extract_and_deliver(runtime: Runtime, req_id: int) -> None:
     from media.clips import ClipError, ClipOptions, Watermark, cut_clip
     from media.recordings import SourceError, source_from_string
 
@@ -73,9 +144,8 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
     end = start + timedelta(seconds=int(claimed["seconds"]))
     out_dir = settings.media_dir / "clips" / str(claimed["school_id"])
     out = out_dir / f"request-{req_id}.mp4"
+    work = _work_dir(out)
     try:
-        import asyncio
-
         source = source_from_string(claimed["source"], school_tz=settings.timezone,
                                     retention_days=settings.recording_retention_days)
         now = runtime.services.clock.now()
@@ -85,7 +155,11 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
         options = ClipOptions(size_cap=settings.clip_size_cap_mb * 1024 * 1024, allow_partial=True,
                               watermark=Watermark(claimed["name"], str(req_id), start, settings.timezone)
                               if claimed["watermark"] else None)
-        result = await cut_clip(coverage, out, options, progress=Progress(runtime, req_id, claimed.get("locale")))
+        # Cut inside the request's scratch folder, then move into place: what a crash leaves behind
+        # is recognisably this request's and is removed by recover().
+        result = await cut_clip(coverage, work / out.name, options,
+                                progress=Progress(runtime, req_id, claimed.get("locale")))
+        os.replace(result.path, out)
     except (ClipError, SourceError) as exc:
         key = getattr(exc, "key", "error")
         log.warning("footage %s extraction failed: %s", req_id, key)
@@ -95,13 +169,15 @@ async def extract_and_deliver(runtime: Runtime, req_id: int) -> None:
         log.exception("footage %s extraction crashed", req_id)
         await runtime.dispatcher.run_unit(lambda ctx: _failed(ctx, req_id, "error"), channel="footage")
         return
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     def deliver(ctx: Ctx) -> None:
         from bot.flows.footage import custody_notice, custody_people, video_reply
 
         req = ctx.session.get(FootageRequest, req_id)
         assert req is not None
-        req.clip_path, req.clip_sha256, req.clip_size = str(result.path), result.sha256, result.size
+        req.clip_path, req.clip_sha256, req.clip_size = str(out), result.sha256, result.size
         req.clip_duration, req.clip_reencoded = result.duration_s, result.reencoded
         req.segments = [Path(s).name for s in result.segments_used]
         req.extracted_at = ctx.now
@@ -174,6 +250,51 @@ class Progress:
         adapter = self.runtime.sender.adapters.get(ref[0])
         if adapter is not None:
             await adapter.edit(MessageRef(*ref), Reply(text))
+
+
+def _job(runtime: Runtime, req_id: int) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        await extract_and_deliver(runtime, req_id)
+    return job
+
+
+def recover(ctx: Ctx) -> None:
+    """Scheduler job (every tick): requests a crash left behind (see the module docstring).
+
+    An interrupted cut is not retried automatically — a clip that brings the process down would
+    otherwise do it again at every start; IT decides with the retry button."""
+    runtime = ctx.services.extras.get("runtime")
+    if runtime is None:
+        return
+    live = _live(runtime)
+    rows = ctx.session.exec(select(FootageRequest).where(
+        col(FootageRequest.status).in_([FootageStatus.APPROVED, FootageStatus.EXTRACTING]))
+        .order_by(col(FootageRequest.id))).all()
+    for req in rows:
+        req_id = req.id
+        if req_id is None or req_id in live:
+            continue
+        if req.status == FootageStatus.APPROVED:
+            # Usually left by a restart between the approval and its cut; if the approval's own job
+            # is merely late, the conditional claim lets only one of the two cut.
+            log.info("footage %s is approved and not being cut here; starting its extraction", req_id)
+            ctx.later(_job(runtime, req_id))
+            continue
+        if ctx.session.get_bind().dialect.name != "sqlite" and not ctx.session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k, :id)"), {"k": LOCK_KEY, "id": req_id}).scalar():
+            continue  # another bot process is cutting it
+        res = ctx.session.execute(update(FootageRequest).where(
+            col(FootageRequest.id) == req_id, col(FootageRequest.status) == FootageStatus.EXTRACTING)
+            .values(status=FootageStatus.FAILED).execution_options(synchronize_session=False))
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        ctx.session.refresh(req)
+        out = ctx.settings.media_dir / "clips" / str(req.school_id) / f"request-{req_id}.mp4"
+        shutil.rmtree(_work_dir(out), ignore_errors=True)
+        if req.clip_path is None:  # a finished cut whose delivery was never recorded: not kept
+            out.unlink(missing_ok=True)
+        log.warning("footage %s: its extraction was interrupted (restart?); IT can retry", req_id)
+        _failed(ctx, req_id, "interrupted")
 
 
 def _failed(ctx: Ctx, req_id: int, key: str) -> None:

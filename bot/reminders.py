@@ -559,10 +559,17 @@ def _footage_retention(ctx: Ctx) -> None:
     footage.retention_tick(ctx)
 
 
+def _footage_recovery(ctx: Ctx) -> None:
+    from bot.footage_jobs import recover
+
+    recover(ctx)
+
+
 #: (job id, function run in one database unit) — every tick, in order, before the rules.
 TICK_JOBS: list[tuple[str, Callable[[Ctx], None]]] = [
     ("approvals", approvals.tick),
     ("clip_retention", _footage_retention),
+    ("footage_recovery", _footage_recovery),
 ]
 
 
