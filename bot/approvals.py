@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from bot.core import Button, Ctx, MessageRef, Outbound, Reply, destinations, keyboard
 from bot.i18n import N_, Translator, escape
 from bot.roles import Role
+from bot.text import parse_id
 from storage.models import (
     Approval,
     ApprovalStage,
@@ -70,9 +71,10 @@ def parse_payload(data: str | None) -> tuple[int, str] | None:
     parts = data.split(":")
     if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
         return None
-    if not parts[1].isdigit() or len(parts[1]) > 12:
+    approval_id = parse_id(parts[1])
+    if approval_id is None:
         return None
-    return int(parts[1]), parts[2]
+    return approval_id, parts[2]
 
 
 # -- delegation -----------------------------------------------------------------------------------

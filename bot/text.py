@@ -72,11 +72,15 @@ def normalize_phone(raw: str | None) -> str | None:
 
 
 def mask_phone(phone: str | None) -> str:
-    """For logs and other people's eyes: ``+84912345678`` → ``+8491****678``."""
+    """For logs and other people's eyes: ``+84912345678`` → ``+8491****678``.
+
+    Only an E.164 number (12 or more characters) shows its first five and last three; anything
+    shorter (a number typed by hand, a foreign one) shows at most its last two, so at least half of
+    it stays hidden whatever it is."""
     if not phone:
         return "-"
-    if len(phone) <= 7:
-        return "***"
+    if len(phone) < 12:
+        return "***" + phone[-2:] if len(phone) >= 6 else "***"
     return phone[:5] + "****" + phone[-3:]
 
 
@@ -86,6 +90,20 @@ def display_phone(phone: str | None) -> str:
         return phone or ""
     n = "0" + phone[3:]
     return f"{n[:4]} {n[4:7]} {n[7:]}" if len(n) == 10 else n
+
+
+# -- ids in button payloads -------------------------------------------------------------------
+MAX_ID = 2_147_483_647  # primary keys are PostgreSQL ``integer`` columns
+
+
+def parse_id(raw: str | None) -> int | None:
+    """``"12"`` → 12; anything else → ``None``: empty, signs, spaces, non-ASCII digits (``str.isdigit``
+    accepts ``²`` and ``١``, which ``int()`` refuses or reads) and numbers beyond a database id (a
+    forged ``ap:99999999999:ok`` must not reach PostgreSQL, which refuses it with an error)."""
+    if not raw or len(raw) > 10 or not (raw.isascii() and raw.isdigit()):
+        return None
+    n = int(raw)
+    return n if n <= MAX_ID else None
 
 
 # -- e-mail -----------------------------------------------------------------------------------
@@ -107,20 +125,30 @@ _TIME = re.compile(
 _TIME_HOUR_ONLY = re.compile(r"^\s*(\d{1,2})\s*$")
 
 
+_PART_OF_DAY = re.compile(r"\s*(sang|chieu|toi|trua)\s*")
+
+
 def parse_time(raw: str | None) -> time | None:
-    """``8h30``, ``8:30``, ``08.30``, ``8 giờ 30``, ``8h``, ``20h15``, ``8 giờ`` → :class:`time`."""
+    """``8h30``, ``8:30``, ``08.30``, ``8 giờ 30``, ``8h``, ``20h15``, ``8 giờ``, ``2 giờ chiều``,
+    ``8 giờ tối``, ``12 giờ trưa`` → :class:`time`."""
     if not raw:
         return None
     s = fold(raw)
-    s = s.replace("sang", "").replace("chieu", "+12").strip()
-    afternoon = "+12" in s
-    s = s.replace("+12", "").strip()
+    parts = _PART_OF_DAY.findall(s)
+    if len(set(parts)) > 1:
+        return None  # "8h sáng chiều"
+    part = parts[0] if parts else ""
+    s = _PART_OF_DAY.sub(" ", s).strip()
     m = _TIME.match(s) or _TIME_HOUR_ONLY.match(s)
     if not m:
         return None
     hour = int(m.group(1))
     minute = int(m.group(2)) if m.lastindex and m.lastindex >= 2 and m.group(2) else 0
-    if afternoon and hour < 12:
+    if part == "sang" and hour > 12:
+        return None  # "20h sáng"
+    if part in ("chieu", "toi") and hour < 12:
+        hour += 12
+    elif part == "trua" and hour <= 2:  # "1 giờ trưa" is 13:00; "11h trưa" and "12h trưa" stay
         hour += 12
     if not (0 <= hour <= 23 and 0 <= minute <= 59):
         return None
@@ -186,7 +214,8 @@ def parse_date_range(raw: str | None, *, today: date) -> tuple[date, date] | Non
     end = parse_date(parts[1], today=today)
     if start is None or end is None:
         return None
-    if end < start and not re.search(r"\d{4}|/\d{2}$", parts[1]):
+    m_end = _DATE.match(parts[1])
+    if end < start and not (m_end and m_end.group(3)):  # an end without its own year rolls over
         try:
             end = end.replace(year=end.year + 1)
         except ValueError:

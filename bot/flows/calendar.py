@@ -45,7 +45,7 @@ from bot.reminders import (
     set_rule,
 )
 from bot.roles import ROLE_TITLES, Role
-from bot.text import fold, parse_time
+from bot.text import fold, parse_id, parse_time
 from bot.workdays import school_days_off
 
 EVERYONE = "*"
@@ -243,9 +243,10 @@ def day(ctx: Ctx, msg: Inbound) -> Step:
     sched = rule.schedule
     value = choice_value(msg) or ""
     if isinstance(sched, Weekly):
-        if not (value.startswith("wd") and value[2:].isdigit() and 0 <= int(value[2:]) <= 6):
+        weekday = parse_id(value[2:]) if value.startswith("wd") else None
+        if weekday is None or weekday > 6:
             return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
-        params: dict[str, Any] = {"weekday": int(value[2:])}
+        params: dict[str, Any] = {"weekday": weekday}
     else:
         m = _NUM.match(msg.text or "")
         top = 90 if isinstance(sched, EveryNDays) else 28

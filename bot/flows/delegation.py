@@ -25,7 +25,7 @@ from bot import approvals
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import parse_date_range
+from bot.text import parse_date_range, parse_id
 from storage.models import Delegation, Person
 from storage.people import people_with_role
 
@@ -74,8 +74,8 @@ def current(ctx: Ctx, msg: Inbound) -> Step:
         return _ask_delegate(ctx)
     if value == "close":
         return Step.done(Reply(ctx.t("Nothing was changed.")))
-    if value.startswith("end") and value[3:].isdigit():
-        d = ctx.session.get(Delegation, int(value[3:]))
+    if value.startswith("end") and parse_id(value[3:]) is not None:
+        d = ctx.session.get(Delegation, parse_id(value[3:]))
         assert ctx.person is not None
         if d is None or d.school_id != ctx.person.school_id or d.ended_at is not None:
             return Step.stay(Reply(ctx.t("That delegation has already ended.")))
@@ -94,8 +94,8 @@ def pick(ctx: Ctx, msg: Inbound) -> Step:
     """Choose the vice principal (checked again on the server)."""
     value = choice_value(msg) or ""
     assert ctx.person is not None
-    if value.startswith("p") and value[1:].isdigit():
-        p = ctx.session.get(Person, int(value[1:]))
+    if value.startswith("p") and parse_id(value[1:]) is not None:
+        p = ctx.session.get(Person, parse_id(value[1:]))
         if (p is not None and p.school_id == ctx.person.school_id and p.is_active
                 and Role.VICE_PRINCIPAL in p.roles and p.id != ctx.person.id):
             ctx.data["delegate_id"] = p.id

@@ -45,7 +45,7 @@ from bot.core import (
 )
 from bot.i18n import N_, Translator
 from bot.roles import BGH, Role
-from bot.text import fold, parse_date, parse_time
+from bot.text import fold, parse_date, parse_id, parse_time
 from storage.models import Approval, Camera, FootageRequest, FootageStatus, Person, School
 from storage.people import people_with_role
 
@@ -176,8 +176,8 @@ def camera(ctx: Ctx, msg: Inbound) -> Step:
     cams = cameras(ctx)
     value = choice_value(msg) or ""
     found: list[Camera] = []
-    if value.startswith("cam") and value[3:].isdigit():
-        found = [c for c in cams if c.id == int(value[3:])]
+    if value.startswith("cam") and parse_id(value[3:]) is not None:
+        found = [c for c in cams if c.id == parse_id(value[3:])]
     elif msg.text:
         q = fold(msg.text)
         found = [c for c in cams if q and (q in fold(c.name) or q == fold(c.code))]
@@ -396,9 +396,10 @@ def on_action(ctx: Ctx) -> Step:
             ctx.audit("footage.refused", "footage:review", action="review")
             return Step.stay(Reply(ctx.t("Only the guard lead, IT and the board cut archive clips of the review.")))
         return Step.start_flow("footage", seed={"archive": True})
-    if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("retry", "keep"):
+    request_id = parse_id(parts[1]) if len(parts) == 3 else None
+    if request_id is None or parts[2] not in ("retry", "keep"):
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    req = ctx.session.get(FootageRequest, int(parts[1]))
+    req = ctx.session.get(FootageRequest, request_id)
     if req is None or req.school_id != person.school_id or not person.has_role(*CUSTODY_ROLES):
         ctx.audit("footage.refused", f"footage:{parts[1]}", action=parts[2])
         return Step.stay(Reply(ctx.t("You cannot do this for that footage request.")))

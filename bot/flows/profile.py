@@ -18,7 +18,7 @@ from __future__ import annotations
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.handlers.menu import roles_text
 from bot.i18n import N_
-from bot.text import clean, display_phone, normalize_email
+from bot.text import clean, display_phone, normalize_email, parse_id
 from storage.people import school_units
 
 MAX_UNIT = 120
@@ -75,8 +75,9 @@ def unit(ctx: Ctx, msg: Inbound) -> Step:
     value = choice_value(msg)
     units: list[str] = ctx.data.get("units", [])
     new: str | None = None
-    if value and value.startswith("u") and value[1:].isdigit() and int(value[1:]) < len(units):
-        new = units[int(value[1:])]
+    index = parse_id(value[1:]) if value and value.startswith("u") else None
+    if index is not None and index < len(units):
+        new = units[index]
     elif msg.text:
         new = clean(msg.text)
     if not new or len(new) > MAX_UNIT:
