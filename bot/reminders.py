@@ -69,14 +69,28 @@ def _at(d: date, hour: int, tz: Any) -> datetime:
     return datetime.combine(d, time(hour=max(0, min(23, int(hour)))), tzinfo=tz)
 
 
-def _shift(d: date, working_days: bool, off: frozenset[date]) -> date:
-    """Move ``d`` forward to a working day when the rule counts in working days."""
+def _shift(d: date, working_days: bool, off: frozenset[date], *, first: date | None = None,
+           last: date | None = None) -> date:
+    """Move ``d`` to a working day when the rule counts in working days: forward, or — when that
+    would leave its period (``first``..``last``, e.g. the month or the week) — back to the last
+    working day before it, so no period loses its occurrence. A period with no working day at all
+    keeps ``d``."""
     if not working_days:
         return d
-    for _ in range(40):
-        if is_working_day(d, off):
+    x = d
+    while last is None or x <= last:
+        if is_working_day(x, off):
+            return x
+        x += timedelta(days=1)
+        if last is None and (x - d).days > 40:
             return d
-        d += timedelta(days=1)
+    x = d - timedelta(days=1)
+    while first is None or x >= first:
+        if is_working_day(x, off):
+            return x
+        x -= timedelta(days=1)
+        if first is None and (d - x).days > 40:
+            break
     return d
 
 
@@ -110,8 +124,9 @@ class Monthly(Schedule):
         return {"day": self.day, "hour": self.hour}
 
     def _due(self, y: int, m: int, p: Mapping[str, Any], tz: Any, off: frozenset[date]) -> datetime:
-        day = min(max(1, int(p.get("day", self.day))), calendar.monthrange(y, m)[1])
-        d = _shift(date(y, m, day), self.working_days, off)
+        last = calendar.monthrange(y, m)[1]
+        day = min(max(1, int(p.get("day", self.day))), last)
+        d = _shift(date(y, m, day), self.working_days, off, first=date(y, m, 1), last=date(y, m, last))
         return _at(d, int(p.get("hour", self.hour)), tz)
 
     def occurrence(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
@@ -147,7 +162,9 @@ class Quarterly(Schedule):
     def _due(self, y: int, q: int, p: Mapping[str, Any], tz: Any, off: frozenset[date]) -> datetime:
         m = 3 * q + 1
         day = min(max(1, int(p.get("day", self.day))), calendar.monthrange(y, m)[1])
-        return _at(_shift(date(y, m, day), self.working_days, off), int(p.get("hour", self.hour)), tz)
+        end = date(y, m + 2, calendar.monthrange(y, m + 2)[1])
+        return _at(_shift(date(y, m, day), self.working_days, off, first=date(y, m, 1), last=end),
+                   int(p.get("hour", self.hour)), tz)
 
     def occurrence(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
         q = (now.month - 1) // 3
@@ -228,7 +245,8 @@ class Weekly(Schedule):
 
     def _due(self, monday: date, p: Mapping[str, Any], tz: Any, off: frozenset[date]) -> datetime:
         d = monday + timedelta(days=max(0, min(6, int(p.get("weekday", self.weekday)))))
-        return _at(_shift(d, self.working_days, off), int(p.get("hour", self.hour)), tz)
+        return _at(_shift(d, self.working_days, off, first=monday, last=monday + timedelta(days=6)),
+                   int(p.get("hour", self.hour)), tz)
 
     def occurrence(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
         monday = now.date() - timedelta(days=now.weekday())

@@ -446,8 +446,8 @@ local_moments = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(
     lambda d: d.replace(tzinfo=TZ))
 days_off = st.frozensets(st.dates(min_value=date(2026, 1, 1), max_value=date(2041, 1, 31)), max_size=20)
 hours = st.integers(-3, 30)  # a school's override may hold anything an old version stored
-# Monthly and Weekly only without the working-day shift here: with it they lose occurrences (the two
-# strict xfails below); Quarterly, EveryNDays and DailyAt keep the shift and random school days off.
+# Every schedule, with and without the working-day shift (Monthly and Weekly move back inside their
+# month or week when the next working day would leave it), with random school days off.
 schedules = st.one_of(
     st.builds(lambda d, h: (Monthly(day=d, hour=h, working_days=False), {}), st.integers(1, 28), st.integers(0, 23)),
     st.builds(lambda d, h: (Monthly(working_days=False), {"day": d, "hour": h}), st.integers(-5, 40), hours),
@@ -459,6 +459,8 @@ schedules = st.one_of(
     st.builds(lambda n, h: (EveryNDays(), {"days": n, "hour": h}), st.integers(-3, 120), hours),
     st.builds(lambda hs, w: (DailyAt(working_days=w), {"hours": hs}), st.lists(hours, max_size=5), st.booleans()),
     st.builds(lambda wd, h: (Weekly(working_days=False), {"weekday": wd, "hour": h}), st.integers(-2, 9), hours),
+    st.builds(lambda d, h: (Monthly(), {"day": d, "hour": h}), st.integers(1, 28), hours),
+    st.builds(lambda wd, h: (Weekly(), {"weekday": wd, "hour": h}), st.integers(0, 6), hours),
     st.just((Continuous(), {})),
 )
 
@@ -490,11 +492,6 @@ def test_schedule_occurrence_is_past_next_is_future_and_period_is_stable(
         assert not sched.periodic or isinstance(sched, DailyAt)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot/reminders.py Weekly: with working_days (the default) a weekday whose date is a day off moves to the "
-    "next working day, i.e. into the next week, where occurrence() only looks at that week's own due time; "
-    "so a rule set to Saturday or Sunday in /lich (the wd5/wd6 buttons) never fires, although /lich shows a "
-    "next date"))
 def test_weekly_rule_on_saturday_fires() -> None:
     w = Weekly(weekday=5, hour=8)
     start = datetime(2026, 11, 23, 0, tzinfo=TZ)
@@ -502,10 +499,6 @@ def test_weekly_rule_on_saturday_fires() -> None:
     assert len(periods) >= 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot/reminders.py Monthly: when the day (≤ 28, allowed by /lich) moves past a weekend or holiday into the "
-    "next month (28/02/2026 is a Saturday → 02/03), occurrence() drops it (at.month != now.month) and the next "
-    "month only looks at its own day: February's notice is never sent"))
 def test_monthly_rule_on_28th_fires_in_february_2026() -> None:
     m = Monthly(day=28, hour=8)
     start = datetime(2026, 2, 1, 0, tzinfo=TZ)

@@ -509,7 +509,7 @@ class TelegramChannel:
                 return web.Response(status=413)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return web.Response(status=400)
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400)

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 from sqlmodel import Session, col, select
 
+from bot.channels.http_body import read_body
 from bot.core import ChannelName, Inbound, MessageRef, Outbound, Reply
 from bot.i18n import N_, Translator
 from bot.roles import ROLE_TITLES, Role
@@ -347,12 +348,12 @@ class WebChat:
             return self._error(413, N_("That request is too large."))
         if request.content_type != "application/json":
             return self._error(415, N_("Request refused: it did not come from the web chat page."))
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = await read_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             return self._error(413, N_("That request is too large."))
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             data = None
         if not isinstance(data, dict):
             return self._error(400, N_("The request could not be read."))

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import aiohttp
 from aiohttp import web
 
+from bot.channels.http_body import read_body
 from bot.channels.zalo_common import (
     MediaLinks,
     MenuStore,
@@ -182,12 +183,12 @@ class ZaloBotChannel:
             return web.Response(status=403)
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413)
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = await read_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             return web.Response(status=413)
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return web.Response(status=400, text="malformed JSON")
         if isinstance(body, dict) and "result" in body and isinstance(body["result"], dict):
             body = body["result"]

@@ -34,6 +34,7 @@ import aiohttp
 from aiohttp import web
 from sqlmodel import Session
 
+from bot.channels.http_body import read_body
 from bot.channels.zalo_common import (
     MediaLinks,
     MenuStore,
@@ -279,12 +280,12 @@ class ZaloOAChannel:
     async def _webhook(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.Response(status=413)
-        raw = await request.content.read(MAX_BODY + 1)
+        raw = await read_body(request, MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             return web.Response(status=413)
         try:
             event = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(event, dict):
             return web.Response(status=400, text="malformed JSON")
