@@ -96,10 +96,9 @@ def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
     from functools import partial
 
+    from bot import accounts, articles, incidents
     from bot.demo import create_demo_school
     from bot.demo_footage import make_recordings, seed_cameras
-
-    from bot import accounts, articles, incidents
     from storage import equipment
 
     db = open_db(settings)
