@@ -41,7 +41,7 @@ from sqlmodel import Session, col, select
 from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply, Step, keyboard
 from bot.i18n import N_, Translator
 from bot.roles import BGH, ROLE_TITLES, Role
-from bot.text import fold
+from bot.text import fold, parse_id
 from storage.models import Camera, Person, School, SentMessage
 from storage.models_incidents import Incident, IncidentAttachment, IncidentCounter, IncidentStatus
 from storage.people import people_with_role, people_with_roles
@@ -193,7 +193,7 @@ def resolve_tokens(session: Session, school_id: int, tokens: Iterable[str], *, r
             unit = reporter.unit if reporter is not None else ""
             found = [p for p in people_with_role(session, school_id=school_id, role=Role.DEPT_HEAD)
                      if unit and fold(p.unit or "") == fold(unit)]
-        elif tok.startswith("person:") and tok[7:].isdigit():
+        elif tok.startswith("person:") and parse_id(tok[7:]) is not None:
             p = session.get(Person, int(tok[7:]))
             found = [p] if p is not None and p.school_id == school_id and p.is_active else []
         elif tok in {r.value for r in Role}:
@@ -352,7 +352,7 @@ def parse_payload(data: str | None) -> tuple[int, str] | None:
     parts = data.split(":")
     if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
         return None
-    if not parts[1].isdigit() or len(parts[1]) > 12:
+    if parse_id(parts[1]) is None:
         return None
     return int(parts[1]), parts[2]
 

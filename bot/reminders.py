@@ -45,6 +45,7 @@ from sqlmodel import Session, col, select
 from bot import approvals
 from bot.core import Ctx, Reply
 from bot.i18n import N_, Translator
+from bot.text import parse_id
 from bot.workdays import is_working_day, school_days_off
 from storage.models import Notice, NoticeStatus, Person, RuleSetting, School
 from storage.people import people_with_roles
@@ -393,7 +394,7 @@ class RuleRun:
             people = [p for p in people if p.is_active]
         else:
             people = people_with_roles(self.session, school_id=self.school.id or 0, roles=wanted) if wanted else []
-        extra_ids = [int(i) for i in self.params.get("people") or [] if str(i).isdigit()]
+        extra_ids = [int(i) for i in self.params.get("people") or [] if parse_id(str(i)) is not None]
         if extra_ids:
             have = {p.id for p in people}
             for p in self.session.exec(select(Person).where(col(Person.id).in_(extra_ids))).all():

@@ -347,9 +347,6 @@ def test_approval_payload_round_trip(i: int, action: str) -> None:
     assert approvals.parse_payload(p) == (i, action)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "bot/incidents.py parse_payload: str.isdigit() accepts '²', int('²') raises ValueError; a forged "
-    "'ic:²:ack' tap ends in the generic apology (use bot.text.parse_id)"))
 def test_incident_payload_refuses_superscript_digits() -> None:
     from bot.incidents import parse_payload
 

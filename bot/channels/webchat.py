@@ -51,6 +51,7 @@ from bot.channels.http_body import read_body
 from bot.core import ChannelName, Inbound, MessageRef, Outbound, Reply
 from bot.i18n import N_, Translator
 from bot.roles import ROLE_TITLES, Role
+from bot.text import parse_id
 from storage.models import ChannelIdentity, Person, PersonStatus, School
 from storage.people import link_identity
 
@@ -326,7 +327,7 @@ class WebChat:
             return True
         value = request.cookies.get(COOKIE, "")
         expires, _, sig = value.partition(".")
-        if not expires.isdigit() or int(expires) < time.time():
+        if not (expires.isascii() and expires.isdigit()) or int(expires) < time.time():
             return False
         good = hmac.new(self._cookie_key(), expires.encode(), hashlib.sha256).hexdigest()
         return hmac.compare_digest(good, sig)
@@ -470,7 +471,7 @@ class WebChat:
             return None
         if isinstance(value, int):
             return value if value > 0 else None
-        if isinstance(value, str) and value.isdigit() and len(value) < 12:
+        if isinstance(value, str) and parse_id(value) is not None:
             return int(value)
         return None
 
@@ -566,8 +567,8 @@ class WebChat:
             return body
         person_id = self._person_id(body.get("person_id"))
         event_id = body.get("event_id")
-        if person_id is None or not isinstance(event_id, str):
-            return self._error(400, N_("The request could not be read."))
+        if person_id is None or not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
+            return self._error(400, N_("The request could not be read."))  # refused before anything is written
         person, _fresh = await self._ensure_linked(person_id)
         if person is None:
             return self._error(404, N_("This person is not (or no longer) active at the school."))

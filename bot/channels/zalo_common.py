@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from bot.core import CHOICE, Button, FileRef, Keyboard, OutFile, Registry
 from bot.i18n import Translator, escape
-from bot.text import fold
+from bot.text import fold, parse_id
 from storage import audit
 from storage.db import Database
 from storage.models import KeyValue, Person, utcnow
@@ -226,7 +226,7 @@ class MenuStore:
         if not items:
             return None
         s = text.strip().rstrip(".)")
-        if numbers and s.isdigit():
+        if numbers and parse_id(s) is not None:
             n = int(s)
             return items[n - 1][1] if 1 <= n <= len(items) else None
         key = _label_key(text)

@@ -67,7 +67,7 @@ from bot.core import (
 from bot.i18n import N_, Translator
 from bot.reminders import Continuous, Rule, RuleRun
 from bot.roles import Role
-from bot.text import fold
+from bot.text import fold, parse_id
 from bot.workdays import is_working_day
 from storage.accounts import (
     accounts_of,
@@ -141,7 +141,7 @@ def pick(ctx: Ctx, msg: Inbound) -> Step:
     if value == "cancel":
         return Step.done(Reply(ctx.t("Cancelled. Nothing was sent.")))
     acc: Account | None = None
-    if value.startswith("a") and value[1:].isdigit():
+    if value.startswith("a") and parse_id(value[1:]) is not None:
         acc = ctx.session.get(Account, int(value[1:]))
         if acc is None or acc.school_id != person.school_id or acc.person_id != person.id:
             return _refuse_foreign(ctx, value[1:], "unknown" if acc is None else "not_owner")
@@ -354,7 +354,7 @@ def on_action(ctx: Ctx) -> Step:
     """``acc:g:<reset>`` / ``acc:m:<reset>`` / ``acc:v:<item>`` — the payload only names the thing;
     the server checks the role, the school and the state."""
     parts = (ctx.inbound.payload or "").split(":")
-    if len(parts) != 3 or parts[1] not in ("g", "m", "v") or not parts[2].isdigit() or len(parts[2]) > 12:
+    if len(parts) != 3 or parts[1] not in ("g", "m", "v") or parse_id(parts[2]) is None:
         ctx.audit("account.action_refused", "", reason="malformed", payload=(ctx.inbound.payload or "")[:64])
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
     if parts[1] == "v":

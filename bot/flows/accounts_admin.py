@@ -28,7 +28,7 @@ from bot.accounts import account_label, match_people, principals, tell
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.i18n import N_, Translator, escape
 from bot.roles import Role
-from bot.text import clean, fold
+from bot.text import clean, fold, parse_id
 from storage.accounts import accounts_of, add_account, set_lock, system_for, systems
 from storage.models import Person, PersonStatus, School
 from storage.models_accounts import Account, AccountStatus
@@ -55,7 +55,7 @@ def _target(ctx: Ctx) -> Person | None:
 def _own_account(ctx: Ctx, raw: str) -> Account | None:
     """The account ``raw`` of the person being managed (checked on the server)."""
     target = _target(ctx)
-    if target is None or not raw.isdigit():
+    if target is None or parse_id(raw) is None:
         return None
     acc = ctx.session.get(Account, int(raw))
     if acc is None or acc.person_id != target.id or acc.school_id != target.school_id:
@@ -76,7 +76,7 @@ def find(ctx: Ctx, msg: Inbound) -> Step:
     people = list(ctx.session.exec(select(Person).where(Person.school_id == person.school_id)
                                    .order_by(col(Person.full_name), col(Person.id))).all())
     found: list[Person] = []
-    if value.startswith("p") and value[1:].isdigit():
+    if value.startswith("p") and parse_id(value[1:]) is not None:
         found = [p for p in people if p.id == int(value[1:])]
     elif msg.text:
         q = fold(msg.text)

@@ -29,6 +29,7 @@ from bot.flows.accounts import RULE_REVOCATIONS, card_key, progress_key
 from bot.i18n import N_, Translator
 from bot.reminders import queue_notice
 from bot.roles import Role
+from bot.text import parse_id
 from storage.accounts import accounts_of, open_revocation, open_revocations, revocation_items
 from storage.models import Person, PersonStatus
 from storage.models_accounts import AccountStatus, Revocation
@@ -72,7 +73,7 @@ def find(ctx: Ctx, msg: Inbound) -> Step:
     value = choice_value(msg) or ""
     people = _candidates(ctx)
     found: list[Person] = []
-    if value.startswith("p") and value[1:].isdigit():
+    if value.startswith("p") and parse_id(value[1:]) is not None:
         found = [p for p in people if p.id == int(value[1:])]
         if not found:
             return Step.stay(Reply(ctx.t("That person is not in service at your school.")))

@@ -100,7 +100,7 @@ def _concerns(rule: Rule, params: dict[str, Any], person: Any) -> bool:
     roles = _roles_of(rule, params)
     if EVERYONE in roles or any(r in roles for r in person.roles):
         return True
-    return person.id in [int(i) for i in params.get("people") or [] if str(i).isdigit()]
+    return person.id in [int(i) for i in params.get("people") or [] if parse_id(str(i)) is not None]
 
 
 def _line(ctx: Ctx, rule: Rule, enabled: bool, params: dict[str, Any], *, with_roles: bool) -> str:

@@ -62,7 +62,7 @@ from bot.equipment_reports import batch_path, write_batch_xlsx
 from bot.i18n import N_, Translator
 from bot.reminders import Continuous, Monthly, Rule, RuleRun
 from bot.roles import Role
-from bot.text import clean, fold, parse_date
+from bot.text import clean, fold, parse_date, parse_id
 from bot.workdays import is_working_day, working_days_between
 from storage.equipment import (
     Stock,
@@ -107,7 +107,7 @@ def pick_item(ctx: Ctx, msg: Inbound, *, it_only: bool = False, allow_new: bool 
             ctx.t("The new item's code (as on its label or in the equipment book), or tap “Give it a code”. "
                   "A code can never be changed later."),
             buttons=keyboard(choice(ctx.t("🔢 Give it a code"), "auto"))))
-    if value.startswith("i") and value[1:].isdigit():
+    if value.startswith("i") and parse_id(value[1:]) is not None:
         item = ctx.session.get(EquipmentItem, int(value[1:]))
         if item is None or item.school_id != school_id or item.status == ItemStatus.REJECTED \
                 or (it_only and not item.is_it):
@@ -238,7 +238,7 @@ def new_name(ctx: Ctx, msg: Inbound) -> Step:
 def _option(ctx: Ctx, msg: Inbound) -> str:
     value = choice_value(msg) or ""
     options = ctx.data.get("options") or []
-    if value.startswith("o") and value[1:].isdigit() and int(value[1:]) < len(options):
+    if value.startswith("o") and parse_id(value[1:]) is not None and int(value[1:]) < len(options):
         return str(options[int(value[1:])])
     return clean(msg.text or "")
 
@@ -516,7 +516,7 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
 # -- the equipment officer: record or send back a report (eqk:<id>:ok|no) --------------------------
 def _parse(payload: str | None, prefix: str, actions: tuple[str, ...]) -> tuple[int, str] | None:
     parts = (payload or "").split(":")
-    if len(parts) != 3 or parts[0] != prefix or not parts[1].isdigit() or len(parts[1]) > 12 or parts[2] not in actions:
+    if len(parts) != 3 or parts[0] != prefix or parse_id(parts[1]) is None or parts[2] not in actions:
         return None
     return int(parts[1]), parts[2]
 

@@ -49,7 +49,7 @@ from bot.core import (
 from bot.flows.equipment import photo_of, pick_item
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import clean
+from bot.text import clean, parse_id
 from storage.models import Approval, Person
 from storage.models_equipment import EquipmentItem, RepairRequest, RepairStatus
 from storage.people import people_with_role
@@ -219,7 +219,7 @@ def on_task(ctx: Ctx) -> Step:
     parts = (ctx.inbound.payload or "").split(":")
     person = ctx.person
     assert person is not None
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12 or parts[2] not in ("ack", "done"):
+    if len(parts) != 3 or parse_id(parts[1]) is None or parts[2] not in ("ack", "done"):
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
     req = ctx.session.get(RepairRequest, int(parts[1]))
     if req is None or req.school_id != person.school_id or not person.has_role(*IT_ROLES):

@@ -40,6 +40,7 @@ from bot.equipment_reports import (
 from bot.i18n import N_, Translator
 from bot.reminders import Quarterly, Rule, RuleRun
 from bot.roles import BGH, Role
+from bot.text import parse_id
 from storage.backup import last_backup
 
 BACKUP_MAX_DAYS = 92  # Điều 12.1: at least every 3 months
@@ -84,7 +85,7 @@ def period_(ctx: Ctx, msg: Inbound) -> Step:
     options = ctx.data.get("options") or []
     settings = eq.area_settings(ctx.school)
     period: Period | None = None
-    if value.startswith("p") and value[1:].isdigit() and int(value[1:]) < len(options):
+    if value.startswith("p") and parse_id(value[1:]) is not None and int(value[1:]) < len(options):
         year_label, _, part = str(options[int(value[1:])]).partition("/")
         period = period_for(int(year_label[:4]), part, settings)
     elif msg.text:

@@ -30,7 +30,7 @@ from bot import equipment as eq
 from bot.core import Ctx, Flow, Handler, Inbound, Registry, Reply, Step, choice, choice_value, keyboard
 from bot.flows.equipment import pick_item
 from bot.i18n import N_
-from bot.text import clean
+from bot.text import clean, parse_id
 from storage.models import Person
 from storage.models_equipment import EquipmentItem, EquipmentUse, ItemStatus
 
@@ -108,7 +108,7 @@ def klass(ctx: Ctx, msg: Inbound) -> Step:
     """The class, typed or one of the person's recent ones."""
     value = choice_value(msg) or ""
     recent = ctx.data.get("classes") or []
-    if value.startswith("k") and value[1:].isdigit() and int(value[1:]) < len(recent):
+    if value.startswith("k") and parse_id(value[1:]) is not None and int(value[1:]) < len(recent):
         name = str(recent[int(value[1:])])
     else:
         name = clean(msg.text or "")
@@ -127,7 +127,7 @@ def qty(ctx: Ctx, msg: Inbound) -> Step:
     """How many units, at most the free good ones."""
     raw = (choice_value(msg) or clean(msg.text or "")).strip()
     free = int(ctx.data.get("free", 1))
-    if not raw.isdigit() or not 1 <= int(raw) <= free:
+    if parse_id(raw) is None or not 1 <= int(raw) <= free:
         return Step.stay(Reply(ctx.t("Please type a number from 1 to {n}.", n=free)))
     return _save(ctx, int(raw))
 
@@ -176,7 +176,7 @@ def _return_list(ctx: Ctx) -> Step:
 def pick(ctx: Ctx, msg: Inbound) -> Step:
     """One open borrowing (one's own, or anyone's for the equipment officer / BGH)."""
     value = choice_value(msg) or ""
-    if not (value.startswith("u") and value[1:].isdigit()):
+    if not (value.startswith("u") and parse_id(value[1:]) is not None):
         return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     use = ctx.session.get(EquipmentUse, int(value[1:]))
     person = ctx.person

@@ -56,7 +56,7 @@ from bot.i18n import N_
 from bot.incidents import IT_KINDS, KINDS
 from bot.reminders import Continuous, Rule, in_quiet_hours
 from bot.roles import Role
-from bot.text import clean, fold, nfc, parse_date, parse_time
+from bot.text import clean, fold, nfc, parse_date, parse_id, parse_time
 from storage.models import Camera, Person
 from storage.models_incidents import Incident, IncidentAttachment, IncidentStatus
 
@@ -329,7 +329,7 @@ def camera(ctx: Ctx, msg: Inbound) -> Step:
         ctx.data["camera_id"] = None
         return _ask_next(ctx, *pre)
     found: list[Camera] = []
-    if value.startswith("cam") and value[3:].isdigit():
+    if value.startswith("cam") and parse_id(value[3:]) is not None:
         found = [c for c in cams if c.id == int(value[3:])]
     elif msg.text:
         q = fold(msg.text)
@@ -396,7 +396,7 @@ def place(ctx: Ctx, msg: Inbound) -> Step:
     pre = absorb(ctx, ctx.data, msg)
     value = choice_value(msg) or ""
     areas = incidents.conf(ctx.school)["areas"][:MAX_AREA_BUTTONS]
-    if value.startswith("a") and value[1:].isdigit() and int(value[1:]) < len(areas):
+    if value.startswith("a") and parse_id(value[1:]) is not None and int(value[1:]) < len(areas):
         ctx.data["place"] = areas[int(value[1:])]
     elif msg.text:
         text = clean(msg.text)

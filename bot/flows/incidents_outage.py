@@ -30,7 +30,7 @@ from bot.flows.incidents import parse_when
 from bot.i18n import N_, Translator
 from bot.reminders import queue_notice
 from bot.roles import Role
-from bot.text import clean
+from bot.text import clean, parse_id
 from storage.models import Person, PersonStatus
 from storage.models_incidents import Outage
 
@@ -75,7 +75,7 @@ def system(ctx: Ctx, msg: Inbound) -> Step:
     """A system button or a typed name."""
     systems = incidents.conf(ctx.school)["outage_systems"][:12]
     value = choice_value(msg) or ""
-    if value.startswith("s") and value[1:].isdigit() and int(value[1:]) < len(systems):
+    if value.startswith("s") and parse_id(value[1:]) is not None and int(value[1:]) < len(systems):
         name = systems[int(value[1:])]
     else:
         name = clean(msg.text or "")
