@@ -6,8 +6,8 @@ IT taps ``Tạo mật khẩu tạm``, put into two replies (to IT and, privately
 ``protect`` and ``delete_after``, and then forgotten. It is never written to the database (the core
 stores no reply text; :class:`storage.models.SentMessage` holds only where a message went, so the
 scheduler can delete it), never put in conversation data, an audit event or a notice, and never
-logged: python-telegram-bot logs every request's parameters at DEBUG, so :func:`quiet_request_logs`
-keeps its Bot API loggers at INFO."""
+logged: python-telegram-bot logs every request's parameters at DEBUG, so the Telegram channel keeps
+its Bot API loggers at INFO (``bot/channels/telegram.py``)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ RESET_CARD = "acct_reset"
 REVOKE_CARD = "acct_revoke"
 #: Channels whose messages the assistant can delete later; a temporary password goes nowhere else.
 DELETABLE_CHANNELS = frozenset({"telegram", "web"})
-#: Loggers of python-telegram-bot that print every request's parameters (message texts) at DEBUG.
-REQUEST_LOGGERS = ("telegram.Bot", "telegram.ext.ExtBot")
 
 STATUS_LABELS: dict[str, str] = {
     PersonStatus.TRANSFERRED: N_("Transferred to another school"),
@@ -65,15 +63,6 @@ def temporary_password(length: int = PASSWORD_LENGTH) -> str:
     chars += [secrets.choice(pool) for _ in range(length - len(chars))]
     secrets.SystemRandom().shuffle(chars)
     return "".join(chars)
-
-
-def quiet_request_logs() -> None:
-    """Keep python-telegram-bot's request loggers at INFO or above: at DEBUG they print every
-    message's text, which would put temporary passwords into the logs."""
-    for name in REQUEST_LOGGERS:
-        lg = logging.getLogger(name)
-        if lg.level < logging.INFO:
-            lg.setLevel(logging.INFO)
 
 
 # -- the IT team ----------------------------------------------------------------------------------
@@ -299,6 +288,6 @@ def demo_seed(session: Session, school: School) -> None:
 
 
 __all__ = ["DELETABLE_CHANNELS", "PREFIX", "RESET_CARD", "REVOKE_CARD", "STATUS_LABELS", "account_label",
-           "deletable_destination", "demo_seed", "it_team", "match_people", "may_act_for_it", "principals", "quiet_request_logs",
+           "deletable_destination", "demo_seed", "it_team", "match_people", "may_act_for_it", "principals",
            "refresh", "refresh_reset_cards", "refresh_revocation_cards", "reset_card", "revocation_card",
            "send_reset_cards", "temporary_password", "tell"]

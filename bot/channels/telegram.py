@@ -127,6 +127,12 @@ def _protect_logs(token: str) -> None:
         lg = logging.getLogger(name)
         if lg.getEffectiveLevel() < logging.WARNING:
             lg.setLevel(logging.WARNING)
+    # At DEBUG these print every request's parameters: message texts, which may hold a temporary
+    # password, a phone number or an incident's details. Never below INFO.
+    for name in ("telegram.Bot", "telegram.ext.ExtBot"):
+        lg = logging.getLogger(name)
+        if lg.level < logging.INFO:
+            lg.setLevel(logging.INFO)
     names = [n for n in list(logging.Logger.manager.loggerDict)
              if n.split(".")[0] in ("telegram", "httpx", "httpcore", "aiohttp")]
     for name in [*names, "telegram", "httpx", "httpcore", __name__, "bot.core", "bot.runtime"]:

@@ -42,7 +42,6 @@ from bot.accounts import (
     it_team,
     may_act_for_it,
     principals,
-    quiet_request_logs,
     refresh_reset_cards,
     refresh_revocation_cards,
     reset_card,
@@ -438,7 +437,6 @@ RULES = [
 
 
 def register(reg: Registry) -> None:
-    quiet_request_logs()
     reg.add_handler(Handler(on_action, prefix=PREFIX))
 
 
