@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from bot import articles_report
 from bot.articles import (
     OVERVIEW_ROLES,
     REPORT_RECIPIENT_ROLES,
@@ -170,6 +169,8 @@ def stats_cmd(ctx: Ctx) -> Step:
 # -- /baocao_baiviet ------------------------------------------------------------------------------
 def report_replies(ctx: Ctx | None, tr: Translator, st: MonthStats, school: School, data_dir: Any,
                    now: datetime) -> tuple[Reply, Reply, Reply]:
+    from bot import articles_report  # openpyxl and matplotlib: loaded when a report is made, not at start-up
+
     xlsx, png = articles_report.build(st, school, tr, data_dir, now)
     xlsx_name, png_name = articles_report.file_names(tr, st)
     summary = Reply(articles_report.summary_text(tr, st))
