@@ -234,6 +234,20 @@ def refresh_cards(ctx: Ctx, approval: Approval) -> None:
                                    Reply(r.text, buttons=r.buttons,
                                          edit=MessageRef(row.channel, row.chat_id, row.message_id)),
                                    row.person_id))
+    # The card just tapped may not be recorded yet (the tap beat the unit that records where the
+    # card went, right after sending it): edit it from the tap itself.
+    tap = ctx.inbound
+    if (tap.payload and tap.message_id and ctx.person is not None
+            and tap.payload.startswith(f"{PREFIX}:{approval.id}:")
+            and not any((row.channel, row.chat_id, row.message_id) == (tap.channel, tap.chat_id, tap.message_id)
+                        for row in rows)):
+        live = (approval.status == ApprovalStatus.PENDING and stage is not None
+                and may_decide(ctx.session, ctx.person, approval, stage, ctx.today())[0])
+        r = card(ctx.session, ctx.tr, approval, buttons=live)
+        ctx.outbox.append(Outbound(tap.channel, tap.chat_id,
+                                   Reply(r.text, buttons=r.buttons,
+                                         edit=MessageRef(tap.channel, tap.chat_id, tap.message_id)),
+                                   ctx.person.id))
 
 
 # -- requesting -----------------------------------------------------------------------------------

@@ -21,7 +21,11 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import bindparam
 from sqlmodel import Session, col, select
 
 from bot.config import Settings
@@ -31,6 +35,9 @@ from storage.db import Database
 from storage.models import (
     ChannelIdentity,
     Conversation,
+    Notice,
+    NoticeStatus,
+    OutboxMessage,
     Person,
     PersonStatus,
     ProcessedUpdate,
@@ -159,6 +166,43 @@ class Outbound:
     chat_id: str
     reply: Reply
     person_id: int | None = None
+
+
+def reply_to_payload(reply: Reply) -> dict[str, Any]:
+    """A JSON form of a Reply, so a queued message survives a restart."""
+    out: dict[str, Any] = {"text": reply.text,
+                           "buttons": [[[b.label, b.payload] for b in row] for row in reply.buttons]}
+    if reply.protect:
+        out["protect"] = True
+    if reply.file is not None:
+        f = reply.file
+        out["file"] = {"kind": f.kind, "path": str(f.path), "file_name": f.file_name, "mime": f.mime}
+    if reply.ask_contact is not None:
+        out["ask_contact"] = reply.ask_contact
+    if reply.remove_keyboard:
+        out["remove_keyboard"] = True
+    if reply.track is not None:
+        out["track"] = list(reply.track)
+    if reply.delete_after:
+        out["delete_after"] = reply.delete_after
+    if reply.edit is not None:
+        e = reply.edit
+        out["edit"] = [e.channel, e.chat_id, e.message_id]
+    return out
+
+
+def payload_to_reply(p: Mapping[str, Any]) -> Reply:
+    buttons = tuple(tuple(Button(str(lbl), str(pl)) for lbl, pl in row) for row in p.get("buttons") or [])
+    f = p.get("file")
+    file = OutFile(kind=str(f["kind"]), path=str(f["path"]), file_name=str(f.get("file_name") or ""),
+                   mime=str(f.get("mime") or "")) if isinstance(f, Mapping) else None
+    track = (str(p["track"][0]), str(p["track"][1])) if p.get("track") else None
+    edit = MessageRef(*(str(x) for x in p["edit"])) if p.get("edit") else None
+    ask = p.get("ask_contact")
+    delete_after = p.get("delete_after")
+    return Reply(str(p.get("text", "")), buttons=buttons, file=file, protect=bool(p.get("protect")),
+                 ask_contact=str(ask) if ask is not None else None, remove_keyboard=bool(p.get("remove_keyboard")),
+                 track=track, delete_after=int(delete_after) if delete_after else None, edit=edit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,21 +485,42 @@ class RetryLater(Exception):
 
 
 class Sender:
-    """Hands outbound messages to the adapters and remembers tracked ones."""
+    """Hands outbound messages to the adapters, through the persistent outbox.
+
+    An event's (or a scheduled unit's) messages are written as ``outbox`` rows in the unit that
+    decided them (:meth:`persist`), sent after the commit (:meth:`deliver`), and deleted together
+    with the record of tracked messages in one unit afterwards. A crash between the commit and the
+    end of sending leaves the rows: :meth:`recover` sends them at the next start, so a committed
+    decision never loses its messages; what was in flight at the kill may be sent twice."""
 
     #: an event's reply that hit a 429 is retried once after at most this many seconds
     MAX_INLINE_WAIT = 30.0
+    #: rows not sent this long after their claim belong to a process that died (several processes)
+    STALE = timedelta(seconds=90)
 
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
         self.clock = clock
         self.adapters: dict[str, ChannelAdapter] = {}
+        self.recovered = 0
 
     def register(self, adapter: ChannelAdapter) -> None:
         self.adapters[adapter.name] = adapter
 
     def _now(self) -> datetime:
         return self.clock.now() if self.clock is not None else utcnow()
+
+    @staticmethod
+    def persist(s: Session, outbox: Sequence[Outbound]) -> list[int]:
+        """Write ``outbox`` as rows in the caller's unit; returns their ids (in order)."""
+        if not outbox:
+            return []
+        now = utcnow()  # a lease in real time, whatever the business clock says
+        rows = [OutboxMessage(channel=o.channel, chat_id=o.chat_id, person_id=o.person_id,
+                              payload=reply_to_payload(o.reply), claimed_at=now) for o in outbox]
+        s.add_all(rows)
+        s.flush()
+        return [r.id or 0 for r in rows]
 
     async def _send_one(self, adapter: ChannelAdapter, out: Outbound) -> str | None:
         try:
@@ -465,7 +530,9 @@ class Sender:
             await asyncio.sleep(min(exc.retry_after, self.MAX_INLINE_WAIT))
             return await adapter.send(out)
 
-    async def deliver(self, outbox: Iterable[Outbound], now: datetime | None = None) -> list[str | None]:
+    async def deliver(self, outbox: Iterable[Outbound], now: datetime | None = None,
+                      row_ids: Sequence[int] = ()) -> list[str | None]:
+        """Send, in order; then delete the outbox rows ``row_ids`` and record tracked messages."""
         ids: list[str | None] = []
         sent: list[tuple[Outbound, str]] = []
         for out in outbox:
@@ -487,11 +554,10 @@ class Sender:
             ids.append(mid)
             if mid is not None:
                 sent.append((out, mid))
-        await self.remember(sent, now)
+        await self.remember(sent, now, done=row_ids)
         return ids
 
-    async def remember(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None = None) -> None:
-        """Record the messages that must be edited or deleted later (``track`` / ``delete_after``)."""
+    def _tracked(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None) -> list[SentMessage]:
         tracked: list[SentMessage] = []
         for out, mid in sent:
             r = out.reply
@@ -503,11 +569,64 @@ class Sender:
                 ref_kind=r.track[0] if r.track else "ephemeral", ref_id=r.track[1] if r.track else "",
                 sent_at=sent_at,
                 delete_at=sent_at + timedelta(seconds=r.delete_after) if r.delete_after else None))
-        if tracked:
-            def _save(s: Session) -> None:
-                for row in tracked:
-                    s.add(row)
-            await self.db.run(_save)
+        return tracked
+
+    async def remember(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None = None,
+                       done: Sequence[int] = ()) -> None:
+        """Record the messages that must be edited or deleted later (``track`` / ``delete_after``)
+        and delete the outbox rows ``done``, in one unit."""
+        tracked = self._tracked(sent, now)
+        if not tracked and not done:
+            return
+
+        def _save(s: Session) -> None:
+            if done:
+                s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(list(done))))
+            for row in tracked:
+                s.add(row)
+        await self.db.run(_save)
+
+    def _claim(self, s: Session, before: datetime, limit: int) -> list[tuple[int, Outbound]]:
+        q = (select(OutboxMessage).where(col(OutboxMessage.claimed_at) < before)
+             .order_by(col(OutboxMessage.id)).limit(limit))
+        if not self.db.is_sqlite:
+            q = q.with_for_update(skip_locked=True)
+        rows = s.exec(q).all()
+        now = utcnow()
+        out: list[tuple[int, Outbound]] = []
+        for r in rows:
+            r.claimed_at, r.attempts = now, r.attempts + 1
+            s.add(r)
+            if r.attempts > 3:  # sent three times and still here: something is wrong with it
+                log.error("outbox row %s dropped after %s attempts", r.id, r.attempts - 1)
+                s.delete(r)
+                continue
+            try:
+                out.append((r.id or 0, Outbound(r.channel, r.chat_id, payload_to_reply(r.payload), r.person_id)))
+            except Exception:
+                log.error("outbox row %s unreadable; dropped", r.id)
+                s.delete(r)
+        return out
+
+    async def recover(self, *, before: datetime | None = None, limit: int = 500) -> int:
+        """Send the messages a crash left in the outbox: those claimed before ``before`` (at start,
+        the moment before the channels started, when no other process can be sending them —
+        SQLite), else those whose claim is stale (``STALE``: a process that died)."""
+        cutoff = before if before is not None else utcnow() - self.STALE
+        total = 0
+        while True:
+            jobs = await self.db.run(lambda s: self._claim(s, cutoff, limit))
+            if not jobs:
+                break
+            log.info("outbox: sending %s message(s) left by an interrupted run", len(jobs))
+            # In order, one by one: messages to one chat keep their order.
+            for row_id, out in jobs:
+                await self.deliver([out], row_ids=[row_id])
+            total += len(jobs)
+            if len(jobs) < limit:
+                break
+        self.recovered += total
+        return total
 
 
 class KeyedLocks:
@@ -557,6 +676,13 @@ class _Result:
     outbox: list[Outbound]
     duplicate: bool = False
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # the outbox rows holding ``outbox``
+
+
+def _persisted(s: Session, result: _Result) -> _Result:
+    """End of a unit: the messages it decided are written to the outbox in the same transaction."""
+    result.rows = Sender.persist(s, result.outbox)
+    return result
 
 
 class Dispatcher:
@@ -566,6 +692,9 @@ class Dispatcher:
         self.sender = sender
         self.locks = KeyedLocks()
         self.processed = 0
+        #: cleared while the runtime starts (the outbox left by a crash goes out before new events)
+        self.ready = asyncio.Event()
+        self.ready.set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -598,10 +727,10 @@ class Dispatcher:
             school = s.get(School, sid) if sid else None
             ctx = self.make_ctx(s, msg, person, school)
             fn(ctx)
-            return _Result(ctx.outbox, after=ctx.after)
+            return _persisted(s, _Result(ctx.outbox, after=ctx.after))
 
         result = await self.db.run(unit)
-        await self.sender.deliver(result.outbox)
+        await self.sender.deliver(result.outbox, row_ids=result.rows)
         for job in result.after:
             self.spawn(job())
         return result.outbox
@@ -612,9 +741,12 @@ class Dispatcher:
 
     async def handle(self, msg: Inbound) -> list[Outbound]:
         """Process one inbound event end to end; return what was sent (for tests and adapters)."""
+        if not self.ready.is_set():
+            await self.ready.wait()
+
         async def run() -> list[Outbound]:
             try:
-                result = await self.db.run(lambda s: self._process(s, msg))
+                result = await self.db.run(lambda s: _persisted(s, self._process(s, msg)))
             except IntegrityError:
                 if await self.db.run(lambda s: self._seen(s, msg)):
                     # A concurrent delivery of the same update won the race: it is a duplicate.
@@ -623,14 +755,14 @@ class Dispatcher:
                 # Another constraint (e.g. two people adding the same code at once): nothing was
                 # saved; the person is told and may try again.
                 log.warning("event on %s hit a database constraint; answering with an apology", msg.channel)
-                result = await self.db.run(lambda s: self._failed(s, msg))
+                result = await self.db.run(lambda s: _persisted(s, self._failed(s, msg)))
             except Exception:
                 log.exception("event on %s failed; answering with an apology", msg.channel)
-                result = await self.db.run(lambda s: self._failed(s, msg))
+                result = await self.db.run(lambda s: _persisted(s, self._failed(s, msg)))
             if result.duplicate:
                 return []
             self.processed += 1
-            await self.sender.deliver(result.outbox)
+            await self.sender.deliver(result.outbox, row_ids=result.rows)
             for job in result.after:
                 self.spawn(job())
             return result.outbox
@@ -638,29 +770,73 @@ class Dispatcher:
         return await self.locks((msg.channel, msg.chat_id), run)
 
     # -- one unit of work ----------------------------------------------------------------------
+    #: an identity's ``last_seen_at`` is written when it is at least this old (or the chat changed)
+    LAST_SEEN_EVERY = timedelta(seconds=60)
+    #: key in ``Session.info``: whether this event's person has held notices (set by ``_resolve``)
+    HELD_HINT = "held_notices"
+    #: the statements every event runs, built once (on SQLite building one costs more than running it)
+    _STATEMENTS: dict[tuple[str, str], Any] = {}
+
     def _seen(self, s: Session, msg: Inbound) -> bool:
         return s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,
                                                        ProcessedUpdate.update_key == msg.update_key)).first() is not None
 
     def _mark(self, s: Session, msg: Inbound) -> bool:
-        """Record the update as processed; False if it already was."""
-        exists = s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,
-                                                         ProcessedUpdate.update_key == msg.update_key)).first()
-        if exists is not None:
-            return False
-        s.add(ProcessedUpdate(channel=msg.channel, update_key=msg.update_key))
-        return True
+        """Record the update as processed; False if it already was.
+
+        One statement and no read before it: an insert that does nothing when the unique
+        (channel, update_key) is already there, so a duplicate is told by what the insert returns,
+        not by an exception. On PostgreSQL a concurrent delivery of the same update waits for the
+        first one's transaction: it then finds the row (duplicate), or inserts it if that one
+        rolled back."""
+        dialect = s.get_bind().dialect
+        if dialect.name not in ("sqlite", "postgresql"):  # read, then insert (the constraint still guards)
+            if self._seen(s, msg):
+                return False
+            s.add(ProcessedUpdate(channel=msg.channel, update_key=msg.update_key))
+            return True
+        stmt = self._STATEMENTS.get(("mark", dialect.name))
+        if stmt is None:
+            table = ProcessedUpdate.__table__  # type: ignore[attr-defined]
+            ins = sqlite_dialect.insert if dialect.name == "sqlite" else pg_dialect.insert
+            stmt = (ins(table)
+                    .values(channel=bindparam("channel"), update_key=bindparam("update_key"),
+                            processed_at=bindparam("at", type_=table.c.processed_at.type))
+                    .on_conflict_do_nothing(index_elements=["channel", "update_key"]))
+            if dialect.insert_returning:  # PostgreSQL, SQLite ≥ 3.35
+                stmt = stmt.returning(table.c.id)
+            self._STATEMENTS["mark", dialect.name] = stmt
+        result = s.exec(stmt, params={"channel": msg.channel, "update_key": msg.update_key, "at": utcnow()})
+        if dialect.insert_returning:  # a row back: inserted
+            return result.first() is not None
+        return result.rowcount == 1  # type: ignore[attr-defined]
 
     def _resolve(self, s: Session, msg: Inbound) -> tuple[ChannelIdentity | None, Person | None, School | None]:
-        ident = s.exec(select(ChannelIdentity).where(ChannelIdentity.channel == msg.channel,
-                                                     ChannelIdentity.external_id == msg.user_id,
-                                                     col(ChannelIdentity.active).is_(True))).first()
-        if ident is None:
+        """The sender's identity, person (None unless active) and school, in one query.
+
+        The same query tells whether the person has held notices (``s.info[HELD_HINT]``), so the
+        person-seen hook that releases them (:func:`bot.reminders.release_held`) reads nothing
+        when there are none — the common case."""
+        stmt = self._STATEMENTS.get(("resolve", ""))
+        if stmt is None:
+            held = (select(Notice.id).where(col(Notice.person_id) == col(Person.id),
+                                            col(Notice.status) == NoticeStatus.HELD.value)
+                    .exists().label("held"))
+            stmt = (select(ChannelIdentity, Person, School, held)
+                    .outerjoin(Person, col(Person.id) == col(ChannelIdentity.person_id))
+                    .outerjoin(School, col(School.id) == col(Person.school_id))
+                    .where(col(ChannelIdentity.channel) == bindparam("channel"),
+                           col(ChannelIdentity.external_id) == bindparam("external_id"),
+                           col(ChannelIdentity.active).is_(True)))
+            self._STATEMENTS["resolve", ""] = stmt
+        row = s.exec(stmt, params={"channel": msg.channel, "external_id": msg.user_id}).first()
+        if row is None:
             return None, None, None
-        person = s.get(Person, ident.person_id)
+        ident, person, school, has_held = row
         if person is None or person.status != PersonStatus.ACTIVE:
             return ident, None, None
-        return ident, person, s.get(School, person.school_id)
+        s.info[self.HELD_HINT] = bool(has_held)
+        return ident, person, school
 
     def make_ctx(self, s: Session, msg: Inbound, person: Person | None, school: School | None) -> Ctx:
         locale = (person.locale if person else None) or self.settings.default_locale
@@ -684,10 +860,12 @@ class Dispatcher:
         ctx = self.make_ctx(s, msg, person, school)
         reg = self.services.registry
         if ident is not None and person is not None:
-            ident.last_seen_at = ctx.now
-            if ident.chat_id != msg.chat_id:
+            # Written at most once a minute (an UPDATE per event otherwise); who reads it — the
+            # choice of destination, Zalo's reply window — can live with a minute of staleness.
+            seen = ident.last_seen_at
+            if seen is None or ident.chat_id != msg.chat_id or ctx.now - seen >= self.LAST_SEEN_EVERY:
+                ident.last_seen_at = ctx.now
                 ident.chat_id = msg.chat_id
-            s.add(ident)
             for hook in reg.person_seen_hooks:
                 hook(ctx)
 

@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
-from bot.core import Button, Outbound, OutFile, Reply, RetryLater, destinations
+from bot.core import Outbound, Reply, RetryLater, destinations, payload_to_reply, reply_to_payload
 from storage.models import ChannelIdentity, Notice, NoticeStatus, Person
 
 if TYPE_CHECKING:
@@ -43,32 +43,6 @@ DEFAULT_RATES: Mapping[str, float] = {"telegram": 25.0, "zalo_oa": 10.0, "zalo_b
 PER_CHAT_INTERVAL = 1.0
 BATCH = 100
 MAX_ATTEMPTS = 5
-
-
-def reply_to_payload(reply: Reply) -> dict[str, Any]:
-    """A JSON form of a Reply, so a queued notice survives a restart."""
-    out: dict[str, Any] = {"text": reply.text,
-                           "buttons": [[[b.label, b.payload] for b in row] for row in reply.buttons]}
-    if reply.protect:
-        out["protect"] = True
-    if reply.file is not None:
-        f = reply.file
-        out["file"] = {"kind": f.kind, "path": str(f.path), "file_name": f.file_name, "mime": f.mime}
-    if reply.track is not None:
-        out["track"] = list(reply.track)
-    if reply.delete_after:
-        out["delete_after"] = reply.delete_after
-    return out
-
-
-def payload_to_reply(p: Mapping[str, Any]) -> Reply:
-    buttons = tuple(tuple(Button(str(lbl), str(pl)) for lbl, pl in row) for row in p.get("buttons") or [])
-    f = p.get("file")
-    file = OutFile(kind=str(f["kind"]), path=str(f["path"]), file_name=str(f.get("file_name") or ""),
-                   mime=str(f.get("mime") or "")) if isinstance(f, Mapping) else None
-    track = tuple(p["track"]) if p.get("track") else None
-    return Reply(str(p.get("text", "")), buttons=buttons, file=file, protect=bool(p.get("protect")),
-                 track=track, delete_after=p.get("delete_after"))  # type: ignore[arg-type]
 
 
 @dataclass

@@ -15,8 +15,10 @@ from bot.config import Settings
 from bot.core import Clock, Dispatcher, Registry, Sender, Services, SystemClock, load_registry
 from media.files import MediaStore
 from storage.db import Database
+from storage.models import utcnow
 
 log = logging.getLogger(__name__)
+OUTBOX_START_WAIT = 30.0  # seconds new events may wait at start for the outbox of a crashed run
 
 
 class Channel(Protocol):
@@ -92,8 +94,19 @@ class Runtime:
             socks = getattr(server, "sockets", None) or []
             self.web_port = socks[0].getsockname()[1] if socks else self.settings.web_port
             log.info("web server on http://%s:%s", self.settings.web_host, self.web_port)
-        for ch in self.channels:
-            await ch.start()
+        cutoff = utcnow()  # outbox rows older than this were left by an earlier run
+        self.dispatcher.ready.clear()  # new events wait until that outbox has gone out
+        try:
+            for ch in self.channels:
+                await ch.start()
+            if self.db.is_sqlite:
+                # One process per SQLite file: whatever an earlier run left in the outbox is ours to
+                # send (on PostgreSQL another process may be sending it: the scheduler takes the rows
+                # whose claim is stale).
+                recovery = self.dispatcher.spawn(self.sender.recover(before=cutoff))
+                await asyncio.wait([recovery], timeout=OUTBOX_START_WAIT)
+        finally:
+            self.dispatcher.ready.set()
         if scheduler:
             from bot.reminders import Scheduler
 

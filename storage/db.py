@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlmodel import Session, create_engine
 
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: a pooled PostgreSQL connection idle at least this long is pinged before it is handed out
+PING_IDLE_AFTER = 30.0
+#: and none is kept longer than this (server-side idle timeouts, load balancers)
+RECYCLE_AFTER = 1800
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -46,22 +53,91 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=RECYCLE_AFTER)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pessimistic disconnect handling, only for connections that sat idle in the pool.
+
+    ``pool_pre_ping`` would cost a round trip per unit of work (per event) — under load the
+    connections are handed out again milliseconds after their return and cannot have gone stale
+    unnoticed. A connection idle ``PING_IDLE_AFTER`` seconds or more is pinged at checkout and, if
+    the ping fails, replaced (the pool retries with a fresh one). A connection broken in the last
+    seconds (the server restarted under traffic) fails its unit like the units in flight at that
+    moment, and SQLAlchemy then discards every connection older than the failure (optimistic
+    handling), so the next units get fresh ones."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_AFTER:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # leave no transaction open behind the ping
+        except Exception as exc:
+            log.info("pooled database connection idle %.0f s is gone; reconnecting", time.monotonic() - since)
+            raise DisconnectionError() from exc
+
+
+def _inline_engine(url: str, *, echo: bool = False) -> Engine | None:
+    """A one-connection engine on the same SQLite file for units run on the event loop: it never
+    waits for a lock held by another process (``busy_timeout`` 0) — the unit goes to a thread."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if not path or path == ":memory:" or "mode=memory" in url:
+        return None  # an in-memory database has one shared connection: no second one
+    engine = create_engine(url, echo=echo, pool_size=1, max_overflow=0,
+                           connect_args={"check_same_thread": False, "timeout": 0})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=0")
+        cur.close()
+
+    return engine
+
+
+def _busy(exc: OperationalError) -> bool:
+    text_ = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return "locked" in text_ or "busy" in text_
 
 
 class Database:
-    """Owns the engine; hands out sessions; runs units of work off the event loop."""
+    """Owns the engine; hands out sessions; runs units of work.
+
+    On PostgreSQL units run in worker threads, concurrently. On an SQLite file, where units are
+    serialised anyway (one writer), a unit runs directly on the event loop when the write lock is
+    free: handing it to a thread costs more than most units (the executor, waking the loop, the two
+    threads taking turns with the GIL). If another *process* holds the database (a CLI command, a
+    backup), the inline attempt fails at once (``busy_timeout`` 0 on its own connection), is rolled
+    back and the unit runs again in a thread that waits for the lock, so the loop is never blocked
+    waiting for another process. Units must therefore be safe to run again after a rollback (they
+    only touch their session and objects they create)."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._inline_engine = _inline_engine(url, echo=echo) if self.is_sqlite else None
+        self._local = threading.local()
+        self.inline_units = 0
+        self.thread_units = 0
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, engine: Engine | None = None) -> Iterator[Session]:
         """A session that commits on success and rolls back on error."""
-        with Session(self.engine, expire_on_commit=False) as s:
+        with Session(engine or self.engine, expire_on_commit=False) as s:
             try:
                 yield s
                 s.commit()
@@ -70,6 +146,9 @@ class Database:
                 raise
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
+        if getattr(self._local, "inline", False):  # from run(): the write lock is already held
+            with self.session(self._inline_engine) as s:
+                return fn(s)
         if self._write_lock is not None:
             with self._write_lock, self.session() as s:
                 return fn(s)
@@ -77,7 +156,23 @@ class Database:
             return fn(s)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn(session)`` in a worker thread, committed as one unit."""
+        """Run ``fn(session)`` as one committed unit, off the event loop unless it is cheaper on it
+        (see the class docstring)."""
+        lock = self._write_lock
+        if self._inline_engine is not None and lock is not None and lock.acquire(blocking=False):
+            self._local.inline = True
+            try:
+                result = self.run_sync(fn)
+                self.inline_units += 1
+                return result
+            except OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                log.info("database held by another process; this unit waits in a thread")
+            finally:
+                self._local.inline = False
+                lock.release()
+        self.thread_units += 1
         return await asyncio.to_thread(self.run_sync, fn)
 
     def migrate(self) -> None:
@@ -85,6 +180,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
 
 
 def alembic_config(engine: Engine) -> Any:

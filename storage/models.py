@@ -154,6 +154,22 @@ class SentMessage(SQLModel, table=True):
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class OutboxMessage(SQLModel, table=True):
+    """A message an event or a scheduled unit decided to send, written in the same transaction as
+    the decision and deleted once it went out. Rows left behind by a crash are sent at the next
+    start (or, on a shared PostgreSQL, once they are ``OUTBOX_STALE`` old), so a committed decision
+    never loses its messages."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    chat_id: str = Field(max_length=120)
+    person_id: int | None = Field(default=None)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    claimed_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow, index=True)
+    attempts: int = 0
+
+
 class AuditEvent(SQLModel, table=True):
     """Append-only; each row's ``hash`` covers its content and the previous row's hash."""
 
@@ -335,6 +351,8 @@ class Notice(SQLModel, table=True):
     once when it starts."""
 
     __tablename__ = "notice"
+    # a person's held notices are looked up on every message they send (Dispatcher._resolve)
+    __table_args__ = (Index("ix_notice_person_status", "person_id", "status"),)
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=240, unique=True)
     school_id: int | None = Field(default=None, foreign_key="school.id", index=True)

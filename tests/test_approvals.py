@@ -97,6 +97,26 @@ async def test_approve_edits_every_card_and_tells_requester(env):
     assert any("Lê Thị Hoa" in o.reply.text for o in ch.sent if o.chat_id == "t1")
 
 
+async def test_a_tap_that_beats_the_record_of_its_card_still_edits_that_card(env):
+    """The card is sent, then where it went is recorded in a second unit; a tap in between must
+    still turn the tapped card into the decision (no live buttons left on it)."""
+    rt, ch, ids, _ = env
+    ap = await request(rt, ids["teacher"], [StageSpec(role="vice_principal")])
+    rt.db.run_sync(lambda s: s.execute(text("DELETE FROM sent_message WHERE chat_id = 'v1'")))
+    mid = ch.sent.index(next(o for o in ch.sent if o.chat_id == "v1"))  # any id: only the tap knows it
+    await rt.dispatcher.handle(inbound("v1", payload=f"ap:{ap}:ok", message_id=f"m{mid}"))
+    assert status(rt, ap) == "approved"
+    edits = {(ref.chat_id, ref.message_id): reply for ref, reply in ch.edits}
+    assert ("v1", f"m{mid}") in edits and not edits[("v1", f"m{mid}")].buttons
+    assert "v2" in {ref.chat_id for ref, _ in ch.edits}  # the recorded card is edited as before
+    # A tap carrying another approval's payload does not touch this approval's cards, nor decide it.
+    other = await request(rt, ids["teacher"], [StageSpec(role="vice_principal")])
+    before = len(ch.edits)
+    await rt.dispatcher.handle(inbound("v2", payload=f"ap:{ap}:ok", message_id="m-other"))
+    assert not [ref for ref, _ in ch.edits[before:] if ref.message_id == "m-other"]
+    assert status(rt, other) == "pending"
+
+
 async def test_reject_with_reason(env):
     rt, ch, ids, _ = env
     ap = await request(rt, ids["teacher"], [StageSpec(role="principal")])

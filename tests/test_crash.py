@@ -40,6 +40,7 @@ from storage.models import (
     Conversation,
     FootageRequest,
     Notice,
+    OutboxMessage,
     Person,
     RuleSetting,
     School,
@@ -400,7 +401,7 @@ async def test_fanout_killed_midway_loses_nothing(bot: BotProcess, db: Database,
     assert len(duplicated) <= 1, f"{len(duplicated)} notices were sent twice"
 
 
-# -- what a kill still loses (bugs outside the files these tests may fix) ---------------------------------
+# -- what a kill must not lose: an update handed out, messages of a committed event ---------------------
 class LostUpdate(AssertionError):
     """An update Telegram handed out before the kill was never handled."""
 
@@ -409,12 +410,7 @@ class LostReplies(AssertionError):
     """Messages of an event committed before the kill were never sent."""
 
 
-@pytest.mark.xfail(strict=True, raises=LostUpdate, reason=(
-    "bot/channels/telegram.py: python-telegram-bot's Updater confirms each update to Telegram (the next "
-    "getUpdates offset) as soon as it is queued, before the dispatcher has committed it; a SIGKILL in between "
-    "loses the update for good (Telegram does not send a confirmed update again). Confirm offsets only up to "
-    "the oldest update not yet committed (own polling loop with manual offsets)."))
-async def test_answer_confirmed_but_not_handled_at_the_kill_is_not_lost(
+async def test_update_handed_out_but_not_handled_at_the_kill_is_not_lost(
         bot: BotProcess, db: Database, db_url: str, archive: tuple[Path, datetime]) -> None:
     if not db_url.startswith("sqlite"):
         pytest.skip("channel behaviour: one database is enough")
@@ -427,26 +423,33 @@ async def test_answer_confirmed_but_not_handled_at_the_kill_is_not_lost(
     await push(bot, TEACHER, fake.command_update(TEACHER, "camera"), has_button("c:cam"))
     question = await tap(bot, TEACHER, f"c:cam{ids['camera']}", has_button("c:today"))
     answer = fake.callback_update(TEACHER, f"c:{day}", message_id=question.message_id)
-    since = len(fake.calls)
-    with hold_writes(db):  # handed out and confirmed, but not yet committed
+    uid = answer["update_id"]
+
+    def polls_since(n: int) -> list[int]:
+        return [int(c.params.get("offset") or 0) for c in fake.calls[n:] if c.method.lower() == "getupdates"]
+
+    with hold_writes(db):  # handed out, but it cannot be committed
         fake.push_update(answer)
-        await bot.wait(lambda: any(c.method.lower() == "getupdates"
-                                   and int(c.params.get("offset") or 0) > answer["update_id"]
-                                   for c in fake.calls[since:]), 20, "the answer to be confirmed to Telegram")
+        await bot.wait(lambda: uid in fake.delivered, 20, "the answer to be handed out")
+        handed = len(fake.calls)
+        # The bot keeps polling (other chats' updates are not held up) without confirming it.
+        await bot.wait(lambda: len(polls_since(handed)) >= 2, 20, "two more getUpdates")
         bot.kill()
+    confirmed = polls_since(0)
+    assert all(offset <= uid for offset in confirmed), f"confirmed before it was handled: {confirmed}"
     conv = db.run_sync(lambda s: s.exec(select(Conversation).where(Conversation.chat_id == str(TEACHER))).one())
     assert (conv.flow, conv.state) == ("footage", "date")
-    await bot.start()
+    since = len(fake.bot_messages(TEACHER))
+    await bot.start()  # Telegram hands the unconfirmed answer out again
+    asked = await bot.wait(lambda: [m for m in fake.bot_messages(TEACHER)[since:] if not m.inline_buttons], 20,
+                           "the time question, answering the day chosen before the kill")
     reply = await push(bot, TEACHER, fake.text_update(TEACHER, f"{window.hour}h{window.minute:02d}"))
     if not has_button("c:1")(reply):
-        raise LostUpdate(f"the day chosen before the kill was lost; the time was read as a day: {reply.text!r}")
+        raise LostUpdate(f"the day chosen before the kill was lost: {[m.text for m in asked]!r}, then {reply.text!r}")
+    # Once handled, it is confirmed.
+    await bot.wait(lambda: any(o > uid for o in polls_since(0)), 20, "the answer to be confirmed")
 
 
-@pytest.mark.xfail(strict=True, raises=LostReplies, reason=(
-    "bot/core.py: Dispatcher.handle / run_unit keep an event's outbox in memory and send it after the commit; "
-    "a SIGKILL between the commit and the sending loses those messages for good — after an approval, the "
-    "approver's card keeps its live buttons and the requester is never told of the decision. Persist the "
-    "outbox in the event's unit (like the notice queue) and send it from there."))
 async def test_messages_of_a_committed_decision_are_sent_after_a_kill(
         bot: BotProcess, db: Database, db_url: str, archive: tuple[Path, datetime]) -> None:
     if not db_url.startswith("sqlite"):
@@ -470,3 +473,6 @@ async def test_messages_of_a_committed_decision_are_sent_after_a_kill(
     if after is None or has_button(f"ap:{ap}:")(after) or not told:
         raise LostReplies(f"card still open: {after is not None and has_button(f'ap:{ap}:')(after)}; "
                           f"requester told: {bool(told)}")
+    assert len(told) == 1, told  # sent from the outbox once, not doubled
+    await bot.wait(lambda: not db.run_sync(lambda s: s.exec(select(OutboxMessage)).all()), 20,
+                   "the outbox to be emptied")  # every row deleted once its message went out

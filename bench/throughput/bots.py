@@ -55,10 +55,13 @@ def timed_database(url: str) -> Any:
 
     db = TimedDatabase(url)
 
-    @event.listens_for(db.engine, "before_cursor_execute")
     def _count(*_a: Any) -> None:
         _Counters.statements += 1
 
+    # every engine the database runs units on (on SQLite also the one for units run on the loop)
+    for engine in (db.engine, getattr(db, "_inline_engine", None)):
+        if engine is not None:
+            event.listen(engine, "before_cursor_execute", _count)
     return db
 
 

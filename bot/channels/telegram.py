@@ -25,7 +25,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,8 +45,16 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType, ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, Application
 
 from bot.core import (
     ChannelName,
@@ -75,6 +83,8 @@ SPLIT_AT = 4000  # raw HTML, counted in UTF-16 units: always under the limit onc
 CAPTION_LIMIT = 1024
 PHOTO_UPLOAD_LIMIT = 10 * 1024 * 1024  # larger pictures go as documents
 POLL_TIMEOUT = 25
+BATCH_WAIT = 0.5  # seconds a batch may keep the next getUpdates waiting
+WEBHOOK_WAIT = 20.0  # seconds a webhook request waits for its update to be handled
 ALLOWED_UPDATES = ["message", "callback_query"]
 
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,64})(?:@([A-Za-z0-9_]{1,64}))?(?:\s+([\s\S]*))?$")
@@ -266,6 +276,10 @@ def _chat(chat_id: str) -> int | str:
         return chat_id
 
 
+def _seconds(value: Any) -> float:
+    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
+
+
 def _bad(exc: TelegramError, *needles: str) -> bool:
     text = exc.message.lower()
     return any(n in text for n in needles)
@@ -305,15 +319,15 @@ class TelegramChannel:
                    .base_url(self.settings.telegram_base_url)
                    .base_file_url(self.settings.telegram_base_file_url)
                    .rate_limiter(AIORateLimiter(max_retries=0))
-                   .concurrent_updates(self.settings.telegram_concurrent_updates)
                    .connect_timeout(10).read_timeout(20).write_timeout(30).media_write_timeout(180)
-                   .get_updates_read_timeout(10))
-        if self.webhook_url:
-            builder = builder.updater(None)
+                   .get_updates_read_timeout(POLL_TIMEOUT + 10)
+                   .updater(None))  # we poll ourselves: see _poll
         self.app: Application = builder.build()  # type: ignore[type-arg]
-        self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.app.add_error_handler(self._on_error)
+        self.concurrency = self.settings.telegram_concurrent_updates
         self.username: str = ""
+        self._poller: asyncio.Task[None] | None = None
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+        self.confirmed = 0  # every update below this id was handled and confirmed to Telegram
         self.running = False
         self._order = KeyedLocks()
         self._background: set[asyncio.Task[Any]] = set()
@@ -331,27 +345,92 @@ class TelegramChannel:
             raise RuntimeError("Telegram rejected TELEGRAM_BOT_TOKEN; check the token from @BotFather") from None
         self.username = self.app.bot.username or ""
         await self._set_commands()
-        await self.app.start()
         if self.webhook_url:
             await self.app.bot.set_webhook(self.webhook_url, secret_token=self.settings.telegram_webhook_secret,
                                            allowed_updates=ALLOWED_UPDATES, max_connections=40)
             log.info("telegram: webhook set (path %s)", self.webhook_path)
         else:
-            assert self.app.updater is not None
-            await self.app.updater.start_polling(timeout=POLL_TIMEOUT, allowed_updates=ALLOWED_UPDATES,
-                                                 bootstrap_retries=3)
+            await self._retry(lambda: self.app.bot.delete_webhook(drop_pending_updates=False), "deleteWebhook")
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
             log.info("telegram: polling for updates as @%s", self.username)
         self.running = True
 
     async def stop(self) -> None:
         self.running = False
-        if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
-        if self.app.running:
-            await self.app.stop()  # finishes the updates being processed
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=5)
+        if self._poller is not None:
+            self._poller.cancel()  # cancels the long poll; updates being handled finish (below)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poller
+            self._poller = None
+        pending = [*self._background, *self._webhook_tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
         await self.app.shutdown()
+
+    async def _retry(self, call: Callable[[], Awaitable[Any]], what: str, attempts: int = 3) -> Any:
+        for i in range(attempts):
+            try:
+                return await call()
+            except (NetworkError, TimedOut) as exc:
+                if i == attempts - 1:
+                    raise
+                log.warning("telegram: %s failed (%s); retrying", what, type(exc).__name__)
+                await asyncio.sleep(1 + i)
+        return None
+
+    # -- long polling -----------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        """Fetch updates and hand them to the dispatcher, confirming to Telegram (the ``offset`` of
+        the next ``getUpdates``) only the updates that were handled: the offset never passes the
+        oldest update still in progress. A process killed in the middle is handed the unfinished
+        updates again at its next start (those it had finished are recognised as duplicates).
+
+        A batch is handled concurrently (at most ``TELEGRAM_CONCURRENT_UPDATES`` updates; one chat's
+        updates in order, see ``_on_update``) and the next batch is fetched when it is done. An
+        update still running after ``BATCH_WAIT`` (a large download) does not hold up the others:
+        the next batches are fetched around it (Telegram hands it out again until it is confirmed;
+        it is recognised and not started twice)."""
+        await self.runtime.dispatcher.ready.wait()  # the outbox left by a crash goes out first
+        bot = self.app.bot
+        in_progress: dict[int, asyncio.Task[None]] = {}
+        offset: int | None = None
+        highest = -1
+        failures = 0
+        limit = max(1, min(100, self.concurrency))
+        while True:
+            if in_progress:
+                await asyncio.wait(list(in_progress.values()), timeout=BATCH_WAIT)
+                for uid in [u for u, t in in_progress.items() if t.done()]:
+                    del in_progress[uid]
+            if highest >= 0:  # confirm everything below the oldest update still in progress
+                offset = min(in_progress) if in_progress else highest + 1
+                self.confirmed = offset
+            try:
+                updates = await bot.get_updates(offset=offset, limit=limit,
+                                                timeout=0 if in_progress else POLL_TIMEOUT,
+                                                allowed_updates=ALLOWED_UPDATES)
+                failures = 0
+            except InvalidToken:
+                log.error("telegram: the token was refused while polling; polling stops")
+                return
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except TelegramError as exc:  # network trouble, a conflict with another poller …
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("telegram: getUpdates failed (%s); retrying in %.0f s", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                continue
+            loop = asyncio.get_running_loop()
+            for update in updates:
+                uid = update.update_id
+                if uid in in_progress:
+                    continue
+                # (An update at or below ``highest`` that is not in progress is one Telegram sends
+                # again — a redelivery: the dispatcher recognises it as a duplicate.)
+                highest = max(highest, uid)
+                in_progress[uid] = loop.create_task(self._on_update(update))
 
     async def _set_commands(self) -> None:
         tr = Translator(self.settings.default_locale, self.settings.tz)
@@ -363,7 +442,7 @@ class TelegramChannel:
             log.warning("telegram: setMyCommands refused: %s", exc.message)
 
     # -- inbound ----------------------------------------------------------------------------------
-    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_update(self, update: Update) -> None:
         try:
             try:
                 msg, attachments = self.to_inbound(update)
@@ -379,6 +458,8 @@ class TelegramChannel:
                 return
             # No await before the per-chat lock: the order of updates within a chat is kept.
             await self._order((msg.channel, msg.chat_id), lambda: self._hand_over(msg, attachments))
+        except Exception:  # the dispatcher answers its own failures; this is a last resort
+            log.exception("telegram: update %s could not be handled", update.update_id)
         finally:
             self.completed.append(update.update_id)
 
@@ -494,12 +575,6 @@ class TelegramChannel:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        err = context.error
-        uid = update.update_id if isinstance(update, Update) else None
-        log.error("telegram: error while handling update %s: %s", uid, type(err).__name__,
-                  exc_info=err if not isinstance(err, TelegramError) else None)
-
     # -- webhook ----------------------------------------------------------------------------------
     async def _webhook(self, request: web.Request) -> web.Response:
         expected = self.settings.telegram_webhook_secret.encode()
@@ -525,7 +600,12 @@ class TelegramChannel:
             update = Update.de_json(data, self.app.bot)
         except Exception:
             return web.Response(status=400)
-        await self.app.update_queue.put(update)
+        # Answer only once the update is handled (committed): if the process dies first, Telegram
+        # delivers it again. A slow update is answered after WEBHOOK_WAIT and finishes on its own.
+        task = asyncio.get_running_loop().create_task(self._on_update(update))
+        self._webhook_tasks.add(task)
+        task.add_done_callback(self._webhook_tasks.discard)
+        await asyncio.wait([task], timeout=WEBHOOK_WAIT)
         return web.Response(status=200)
 
     # -- outbound (ChannelAdapter) ------------------------------------------------------------------
@@ -537,8 +617,7 @@ class TelegramChannel:
             return await self._send_text(chat, out.reply)
         except RetryAfter as exc:
             # Flood control for this chat: the caller decides (the fan-out postpones only this chat).
-            raise RetryLater(exc.retry_after.total_seconds() if hasattr(exc.retry_after, "total_seconds")
-                             else float(exc.retry_after)) from exc
+            raise RetryLater(_seconds(exc.retry_after)) from exc
         except Forbidden as exc:
             log.warning("telegram: chat %s cannot be reached (%s)", out.chat_id, exc.message)
         except BadRequest as exc:
