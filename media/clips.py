@@ -3,8 +3,15 @@
 * **Stream copy first.**  One segment: input seeking (``-ss`` before ``-i``) and ``-t``.  Several
   segments: the concat demuxer over the segment files, with ``inpoint`` on the first file (the
   demuxer's input seeking) and ``outpoint`` on the last, each file's probed duration given so nothing
-  is read twice.  NVR: ffmpeg reads the playback URL (``-rtsp_transport tcp`` for RTSP) with an I/O
-  timeout.  Output always gets ``-movflags +faststart`` (phones start playing at once).
+  is read twice; when every segment carries the same H.264 configuration the packets are passed
+  through as they are (``-auto_convert 0``: no Annex B round trip).  NVR: ffmpeg reads the playback
+  URL (``-rtsp_transport tcp`` for RTSP) with an I/O timeout.
+* **The index (``moov``) always precedes the media data** (phones start playing at once).  For
+  recordings, room for it is reserved at the front (``-moov_size``, estimated from the segments' own
+  sample tables, :func:`media.mp4info.moov_summary`) and ffmpeg fills it in place — no second pass
+  over the file; should the estimate ever be short (ffmpeg 5.1 then writes the index over the start
+  of the media data and still exits 0), the copy is redone with ``-movflags +faststart``.  NVR copies,
+  clips of 4 GB and more (64-bit chunk offsets) and re-encodes use ``+faststart``.
 * **Re-encode only** when the copy is bigger than the delivery cap (bitrate computed from the cap so
   the result uses 85–98 % of it; ``maxrate``/``bufsize``; retried with a corrected bitrate when it
   lands outside; the final size is checked) or when a watermark must be burned in (``drawtext`` reads
@@ -40,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 import ffmpeg
 
+from media.mp4info import MoovSummary, Mp4Info, moov_summary, mp4_info
 from media.recordings import SCHOOL_TZ, Coverage, CoverageStatus, Segment, redact_url
 
 log = logging.getLogger(__name__)
@@ -172,13 +180,12 @@ async def _probe(path: Path, limit_s: float = 60.0) -> _Probe | None:
                   has_audio=False, audio_codec=None, gop=gop)
 
 
-async def _quick_probe(path: Path) -> _Probe | None:
-    """The stream copy just written, read in-process (:mod:`media.mp4info`: no ffprobe start-up);
-    ffprobe when the reader does not understand the file. ``has_audio`` is filled in later, only
-    when a re-encode needs it."""
-    from media.mp4info import mp4_info
-
-    info = await asyncio.to_thread(mp4_info, path)
+async def _quick_probe(path: Path, info: Mp4Info | None = None) -> _Probe | None:
+    """The stream copy just written, read in-process (:mod:`media.mp4info`: no ffprobe start-up;
+    ``info`` when the caller has read it already); ffprobe when the reader does not understand the
+    file. ``has_audio`` is filled in later, only when a re-encode needs it."""
+    if info is None:
+        info = await asyncio.to_thread(mp4_info, path)
     if info is None or not info.has_video or info.duration <= 0:
         return await _probe(path)
     return _Probe(duration=info.duration, width=info.width, height=info.height, fps=info.fps,
@@ -194,10 +201,11 @@ async def _has_audio(path: Path) -> bool:
 
 
 async def run_ffmpeg(args: list[str], *, duration_s: float, limit_s: float, phase: str = "cut",
-                     progress: ProgressCallback | None = None, secret: str | None = None) -> None:
+                     progress: ProgressCallback | None = None, secret: str | None = None) -> str:
     """Run ffmpeg (``args`` from ffmpeg-python's ``compile()``) without blocking the event loop,
     reporting ``-progress`` to ``progress``.  Raises ClipError("ffmpeg_failed"/"timeout"); ``secret``
-    (an URL with credentials) is redacted from the error detail."""
+    (an URL with credentials) is redacted from the error detail.  Returns the end of what ffmpeg
+    reported on stderr (errors it did not fail on)."""
     full = [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
             "-progress", "pipe:1", *args[1:]]
     proc = await asyncio.create_subprocess_exec(*full, stdout=asyncio.subprocess.PIPE,
@@ -245,6 +253,7 @@ async def run_ffmpeg(args: list[str], *, duration_s: float, limit_s: float, phas
         if secret:
             detail = detail.replace(secret, redact_url(secret))
         raise ClipError("ffmpeg_failed", detail[-1500:])
+    return err_tail.decode("utf-8", "replace")
 
 
 def _concat_line(path: str) -> str:
@@ -309,18 +318,64 @@ def _check(coverage: Coverage, options: ClipOptions) -> list[str]:
     return warnings
 
 
-def _copy_args_folder(coverage: Coverage, work: Path, out: Path) -> tuple[list[str], list[Segment]]:
+def _used_segments(coverage: Coverage) -> list[Segment]:
     start, end = coverage.start, coverage.end
     used = [s for s in coverage.segments if s.end > start and s.start < end]
     if not used:
         raise ClipError("no_recordings")
+    return used
+
+
+def _summaries(used: list[Segment]) -> list[MoovSummary] | None:
+    """The segments' ``moov`` facts (a few small reads), or None when one is not understood."""
+    out: list[MoovSummary] = []
+    for seg in used:
+        summary = moov_summary(seg.path)
+        if summary is None:
+            return None
+        out.append(summary)
+    return out
+
+
+_MAX_RESERVED_CLIP = 0xF000_0000  # beyond ~4 GB ffmpeg switches to 64-bit chunk offsets (co64)
+
+
+def _moov_reserve(summaries: list[MoovSummary] | None) -> int | None:
+    """Bytes to reserve for the clip's ``moov``: its sample tables hold at most the segments' entries
+    (the clip is a part of their concatenation), plus 1/8 for entries that no longer merge at the
+    joins, the largest non-table part of one segment's ``moov`` and some slack per segment.  None
+    (use ``+faststart``) when a segment was not understood or the clip may reach 4 GB."""
+    if not summaries or sum(s.file_size for s in summaries) >= _MAX_RESERVED_CLIP:
+        return None
+    tables = sum(s.table_bytes for s in summaries)
+    fixed = max(s.moov_size - s.table_bytes for s in summaries)
+    return tables + tables // 8 + fixed + 256 * len(summaries) + 2048
+
+
+def _same_video_config(summaries: list[MoovSummary] | None) -> bool:
+    """Every segment has the same video sample descriptions (codec, size, parameter sets), so the
+    concat demuxer may pass H.264 packets through unchanged."""
+    if not summaries or not summaries[0].video_configs:
+        return False
+    return all(s.video_configs == summaries[0].video_configs for s in summaries)
+
+
+def _layout(moov_size: int | None) -> dict[str, str]:
+    return {"moov_size": str(moov_size)} if moov_size else {"movflags": "+faststart"}
+
+
+def _copy_args_folder(coverage: Coverage, work: Path, out: Path, *, moov_size: int | None = None,
+                      passthrough: bool = False) -> tuple[list[str], list[Segment]]:
+    """The stream-copy command. ``moov_size``: bytes reserved for the index at the front (else
+    ``+faststart``); ``passthrough``: the segments share one H.264 configuration (``-auto_convert 0``)."""
+    start, end = coverage.start, coverage.end
+    used = _used_segments(coverage)
     if len(used) == 1:
         seg = used[0]
         offset = max(0.0, (start - seg.start).total_seconds())
         length = (min(end, seg.end) - max(start, seg.start)).total_seconds()
         stream = ffmpeg.input(seg.path, ss=f"{offset:.3f}").output(
-            str(out), t=f"{length:.3f}", c="copy", movflags="+faststart", f="mp4",
-            avoid_negative_ts="make_zero")
+            str(out), t=f"{length:.3f}", c="copy", f="mp4", avoid_negative_ts="make_zero", **_layout(moov_size))
         return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
     lines = ["ffconcat version 1.0"]
     for i, seg in enumerate(used):
@@ -334,8 +389,11 @@ def _copy_args_folder(coverage: Coverage, work: Path, out: Path) -> tuple[list[s
         lines.append(f"duration {(outpoint if outpoint is not None else seg.seconds) - inpoint:.3f}")
     listing = work / "segments.ffconcat"
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    stream = ffmpeg.input(str(listing), f="concat", safe=0).output(
-        str(out), c="copy", movflags="+faststart", f="mp4", avoid_negative_ts="make_zero")
+    demuxer: dict[str, object] = {"f": "concat", "safe": 0}
+    if passthrough:
+        demuxer["auto_convert"] = 0
+    stream = ffmpeg.input(str(listing), **demuxer).output(
+        str(out), c="copy", f="mp4", avoid_negative_ts="make_zero", **_layout(moov_size))
     return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
 
 
@@ -409,6 +467,7 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
     copy = work / "copy.mp4"
     expected = coverage.covered_seconds
     gop = options.gop_s
+    info: Mp4Info | None = None
     if coverage.kind == "nvr":
         if not coverage.url:
             raise ClipError("no_recordings")
@@ -422,18 +481,28 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
                 raise ClipError("source_unreachable", exc.detail) from exc
             raise
     else:
-        args, segs = _copy_args_folder(coverage, work, copy)
+        segs = _used_segments(coverage)
         used = [s.path for s in segs]
+        summaries = await asyncio.to_thread(_summaries, segs)
+        reserve = _moov_reserve(summaries)
+        passthrough = len(segs) > 1 and _same_video_config(summaries)
+        args, _ = _copy_args_folder(coverage, work, copy, moov_size=reserve, passthrough=passthrough)
         try:
-            await run_ffmpeg(args, duration_s=expected, limit_s=options.timeout_s, progress=progress)
-        except ClipError as exc:
-            if exc.key == "ffmpeg_failed":
-                missing = _missing(used)
-                if missing:
-                    raise ClipError("segment_missing", ", ".join(missing)) from exc
-                raise ClipError(_escape_error(exc.detail), exc.detail) from exc
-            raise
-    probe = await _quick_probe(copy)
+            err = await _copy_folder(args, used, expected, options, progress)
+        except ClipError as exc:   # (ffmpeg releases that do fail on a short reservation)
+            if reserve is None or "reserved_moov_size" not in exc.detail:
+                raise
+            err = exc.detail
+        info = await asyncio.to_thread(mp4_info, copy)
+        if reserve is not None and (info is None or not info.moov_first or "reserved_moov_size" in err):
+            # The reservation was short: ffmpeg reports it but still exits 0, with the index written
+            # over the start of the media data (mp4_info does not understand such a file). Copy again.
+            log.warning("clip: the copy with %d bytes reserved for the moov is not a plain MP4 with the "
+                        "moov in front (reservation not enough?); copying again with +faststart", reserve)
+            args, _ = _copy_args_folder(coverage, work, copy, passthrough=passthrough)
+            await _copy_folder(args, used, expected, options, progress)
+            info = None
+    probe = await _quick_probe(copy, info)
     if probe is None or not probe.has_video:
         raise ClipError("segment_corrupt" if coverage.kind == "folder" else "source_unreachable",
                         "no readable video in the cut")
@@ -489,6 +558,19 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
     os.replace(final, out_path)
     return ClipResult(path=out_path, duration_s=out_probe.duration, size=size, sha256=digest,
                       segments_used=tuple(used), reencoded=reencoded, warnings=tuple(warnings))
+
+
+async def _copy_folder(args: list[str], used: list[str], expected: float, options: ClipOptions,
+                       progress: ProgressCallback | None) -> str:
+    try:
+        return await run_ffmpeg(args, duration_s=expected, limit_s=options.timeout_s, progress=progress)
+    except ClipError as exc:
+        if exc.key == "ffmpeg_failed":
+            missing = _missing(used)
+            if missing:
+                raise ClipError("segment_missing", ", ".join(missing)) from exc
+            raise ClipError(_escape_error(exc.detail), exc.detail) from exc
+        raise
 
 
 async def _fit(src: Path, work: Path, probe: _Probe, drawtext: dict[str, object] | None, options: ClipOptions,

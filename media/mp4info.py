@@ -4,7 +4,12 @@ size, frame rate and key-frame interval.
 Starting ``ffprobe`` costs ~100 ms on a small machine — as much as cutting a one-minute clip — so
 the stream-copied clip we just wrote is checked by reading its ``moov`` box here instead (``mvhd``,
 ``tkhd``, ``mdhd``, ``hdlr``, ``stts``, ``stss``; ISO/IEC 14496-12). Anything unexpected returns
-``None`` and the caller falls back to ffprobe, so this is an optimisation, never a weaker check."""
+``None`` and the caller falls back to ffprobe, so this is an optimisation, never a weaker check.
+
+:func:`moov_summary` reads the same box of a recording segment before a cut: its size and sample
+count (to reserve room for the clip's ``moov`` in front of the media data) and each track's sample
+description (``stsd``: codec, picture size, H.264 parameter sets), to tell whether the segments can
+be joined without rewriting the H.264 packets."""
 
 from __future__ import annotations
 
@@ -24,6 +29,17 @@ class Mp4Info:
     fps: float
     has_video: bool
     gop: float | None
+    moov_first: bool = True   # the index precedes the media data: players start before the end arrives
+
+
+@dataclass(frozen=True, slots=True)
+class MoovSummary:
+    moov_size: int
+    moov_first: bool
+    file_size: int
+    samples: int                  # over all tracks (``stsz`` sample counts)
+    table_bytes: int              # the per-sample tables (each ``stbl`` but its ``stsd``), all tracks
+    video_configs: tuple[bytes, ...]  # per video sample entry: codec, picture size, decoder configuration
 
 
 def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
@@ -47,32 +63,52 @@ def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
     return out
 
 
-def _find_moov(path: Path) -> bytes | None:
+_TOP_LEVEL = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"udta", b"meta", b"pdin",
+              b"styp", b"sidx", b"moof", b"mfra", b"prft"}
+
+
+def _find_moov(path: Path) -> tuple[bytes, bool, int] | None:
+    """The ``moov`` box (header included), whether it comes before the ``mdat``, and the file's size.
+    The whole top-level layout is walked: every box must have a known type and the boxes must end
+    exactly at the end of the file, so a file whose index overran the room kept for it (media data
+    overwritten) or whose tail is missing is not understood."""
     with path.open("rb") as fh:
         fh.seek(0, 2)
         total = fh.tell()
         pos = 0
-        while pos + 8 <= total:
+        moov_at = moov_size = mdat_at = -1
+        for _ in range(10_000):
+            if pos == total:
+                break
+            if pos + 8 > total:
+                return None
             fh.seek(pos)
             head = fh.read(16)
-            if len(head) < 8:
-                return None
             size, kind = struct.unpack_from(">I4s", head)
             header = 8
             if size == 1:
+                if len(head) < 16:
+                    return None
                 size = struct.unpack_from(">Q", head, 8)[0]
                 header = 16
             elif size == 0:
                 size = total - pos
-            if size < header:
+            if size < header or pos + size > total or kind not in _TOP_LEVEL:
                 return None
-            if kind == b"moov":
-                if size > MAX_MOOV:
-                    return None
-                fh.seek(pos)
-                return fh.read(size)
+            if kind == b"moov" and moov_at < 0:
+                moov_at, moov_size = pos, size
+            elif kind == b"mdat" and mdat_at < 0:
+                mdat_at = pos
             pos += size
-    return None
+        else:
+            return None
+        if moov_at < 0 or moov_size > MAX_MOOV:
+            return None
+        fh.seek(moov_at)
+        moov = fh.read(moov_size)
+        if len(moov) != moov_size:
+            return None
+        return moov, mdat_at < 0 or moov_at < mdat_at, total
 
 
 def _time_fields(data: bytes, start: int) -> tuple[int, int]:
@@ -95,9 +131,10 @@ def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | 
 def mp4_info(path: str | Path) -> Mp4Info | None:
     """The clip's facts, or None when the file is not a plain MP4 this reader understands."""
     try:
-        moov = _find_moov(Path(path))
-        if moov is None:
+        found = _find_moov(Path(path))
+        if found is None:
             return None
+        moov, first, _ = found
         top = _boxes(moov, 0, len(moov))
         if not top or top[0][0] != b"moov":
             return None
@@ -114,10 +151,65 @@ def mp4_info(path: str | Path) -> Mp4Info | None:
             info = _video_track(moov, ts, te)
             if info is not None:
                 width, height, fps, gop = info
-                return Mp4Info(duration / timescale, width, height, fps, True, gop)
-        return Mp4Info(duration / timescale, 0, 0, 0.0, False, None)
+                return Mp4Info(duration / timescale, width, height, fps, True, gop, first)
+        return Mp4Info(duration / timescale, 0, 0, 0.0, False, None, first)
     except (OSError, struct.error, IndexError, ValueError):
         return None
+
+
+def moov_summary(path: str | Path) -> MoovSummary | None:
+    """Size, sample count and sample descriptions of a file's ``moov``; None when not understood."""
+    try:
+        found = _find_moov(Path(path))
+        if found is None:
+            return None
+        moov, first, file_size = found
+        top = _boxes(moov, 0, len(moov))
+        if not top or top[0][0] != b"moov":
+            return None
+        samples = tables = 0
+        configs: list[bytes] = []
+        for kind, ts, te in _boxes(moov, top[0][1], top[0][2]):
+            if kind != b"trak":
+                continue
+            stbl = _path(moov, ts, te, (b"mdia", b"minf", b"stbl"))
+            hdlr = _path(moov, ts, te, (b"mdia", b"hdlr"))
+            if stbl is None or hdlr is None:
+                return None
+            stsd = _child(moov, stbl[0], stbl[1], b"stsd")
+            stsz = _child(moov, stbl[0], stbl[1], b"stsz") or _child(moov, stbl[0], stbl[1], b"stz2")
+            if stsd is None or stsz is None:
+                return None
+            samples += struct.unpack_from(">I", moov, stsz[0] + 8)[0]
+            tables += (stbl[1] - stbl[0]) - (stsd[1] - stsd[0] + 8)
+            if moov[hdlr[0] + 8:hdlr[0] + 12] == b"vide":
+                configs.extend(_visual_configs(moov, stsd[0], stsd[1]))
+        return MoovSummary(len(moov), first, file_size, samples, tables, tuple(configs))
+    except (OSError, struct.error, IndexError, ValueError):
+        return None
+
+
+def _visual_configs(d: bytes, start: int, end: int) -> list[bytes]:
+    """Each visual sample entry of an ``stsd`` payload as codec + width/height + its child boxes but
+    ``btrt`` (bit rates, which differ from file to file without changing the stream)."""
+    out: list[bytes] = []
+    for kind, es, ee in _boxes(d, start + 8, end):   # after version/flags and entry_count
+        head = 78                                      # VisualSampleEntry fields before the child boxes
+        if ee - es < head:
+            out.append(kind + d[es:ee])
+            continue
+        children = b"".join(d[cs - 8:ce] for k, cs, ce in _boxes(d, es + head, ee) if k != b"btrt")
+        out.append(kind + d[es + 24:es + 28] + children)
+    return out
+
+
+def _path(data: bytes, start: int, end: int, kinds: tuple[bytes, ...]) -> tuple[int, int] | None:
+    span: tuple[int, int] | None = (start, end)
+    for kind in kinds:
+        if span is None:
+            return None
+        span = _child(data, span[0], span[1], kind)
+    return span
 
 
 def _video_track(d: bytes, ts: int, te: int) -> tuple[int, int, float, float | None] | None:
@@ -175,4 +267,4 @@ def _sample_times(runs: list[tuple[int, int]], numbers: list[int], timescale: in
     return out
 
 
-__all__ = ["Mp4Info", "mp4_info"]
+__all__ = ["MoovSummary", "Mp4Info", "moov_summary", "mp4_info"]

@@ -5,8 +5,10 @@
 Builds a synthetic 24-hour and a 1-hour Frigate archive for one camera (1-minute segments; one
 segment is rendered and hard-linked under every timestamp name), then cuts 60-second and 5-minute
 clips from both, each in the same run as two baselines: (a) one naive
-``ffmpeg -ss … -i one_file -t … -c copy`` on a single file covering the window and (b) reading the
-same bytes to /dev/null.  Finally re-encodes clips to fit size caps and checks the fill.
+``ffmpeg -ss … -i one_file -t … -c copy`` on a single 10-minute file covering the window (its output
+is checked to be as long as the window) and (b) reading the same bytes to /dev/null.  Prints the
+clips' top-level MP4 layout (the index must precede the media data), then re-encodes clips to fit
+size caps and checks the fill.
 """
 
 from __future__ import annotations
@@ -36,6 +38,32 @@ DAY0 = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
 def naive_cut(src: Path, offset: float, length: float, out: Path) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-ss", f"{offset:.3f}", "-i", str(src),
                     "-t", f"{length:.3f}", "-c", "copy", str(out)], check=True)
+
+
+def probe_duration(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    return float(out.strip())
+
+
+def top_level_boxes(path: Path) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    with open(path, "rb") as fh:
+        total = os.fstat(fh.fileno()).st_size
+        pos = 0
+        while pos + 8 <= total:
+            fh.seek(pos)
+            head = fh.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+            if size == 1:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = total - pos
+            if size < 8:
+                break
+            out.append((kind, size))
+            pos += size
+    return out
 
 
 def read_bytes(paths: list[str], limit: int) -> None:
@@ -78,8 +106,10 @@ def run(root: Path, repeat: int, size: str, fps: int) -> None:
     make_archive(root / "hour", CAMERA, hour0, 3600, 60, layout="frigate", fps=fps, size=size, gop=gop,
                  reuse_one_segment=True)
     t_hour = time.perf_counter() - t
-    # One 10-minute file for the naive baseline (same encoding settings).
-    long_file = make_archive(root / "long", CAMERA, hour0, 600, 600, layout="frigate", fps=fps, size=size,
+    # One 10-minute file for the naive baseline (same encoding settings), covering both windows
+    # (hh:30:00-hh:40:00; the windows start at hh:30:20).
+    long0 = hour0 + timedelta(minutes=30)
+    long_file = make_archive(root / "long", CAMERA, long0, 600, 600, layout="frigate", fps=fps, size=size,
                              gop=gop)[0]
     n_day = sum(1 for p in (root / "day").rglob("*.mp4") if not p.name.startswith("."))
     print(f"archives: 24 h = {n_day} segments in {t_day:.1f}s, 1 h = 60 segments in {t_hour:.1f}s\n")
@@ -95,7 +125,7 @@ def run(root: Path, repeat: int, size: str, fps: int) -> None:
     for length in (60, 300):
         start = hour0 + timedelta(minutes=30, seconds=20)   # mid-segment on both ends
         end = start + timedelta(seconds=length)
-        offset = (start - hour0).total_seconds()
+        offset = (start - long0).total_seconds()   # into the 10-minute file
         cold: dict[str, list[float]] = {"hour": [], "day": []}
         warm: dict[str, list[float]] = {"hour": [], "day": []}
         cut: dict[str, list[float]] = {"hour": [], "day": []}
@@ -125,6 +155,9 @@ def run(root: Path, repeat: int, size: str, fps: int) -> None:
                 t = time.perf_counter()
                 naive_cut(long_file, offset, length, out / "naive.mp4")
                 naive.append(time.perf_counter() - t)
+        got = probe_duration(out / "naive.mp4")
+        if abs(got - length) > gop / fps + 0.5:   # the baseline must copy the same window
+            raise SystemExit(f"naive baseline cut {got:.1f}s instead of {length}s: fix the benchmark")
         nv = statistics.median(naive)
         for name in ("hour", "day"):
             cv, wm, ct, rd = (statistics.median(x[name]) for x in (cold, warm, cut, read))
@@ -133,6 +166,12 @@ def run(root: Path, repeat: int, size: str, fps: int) -> None:
                   f"{sources[name].dirs_listed:>4} {cv * 1000:>8.1f}ms {wm * 1000:>8.1f}ms {ct * 1000:>5.0f}ms "
                   f"{nv * 1000:>5.0f}ms {rd * 1000:>5.1f}ms {ct / nv:>9.2f} {(ct + wm) / nv:>11.2f}")
     print()
+    for length in (60, 300):
+        boxes = top_level_boxes(out / f"day-{length}.mp4")
+        kinds = [k for k, _ in boxes]
+        front = "moov" in kinds and "mdat" in kinds and kinds.index("moov") < kinds.index("mdat")
+        print(f"{length:>3}s clip layout: {' '.join(f'{k}:{n}' for k, n in boxes)}  "
+              f"(index before the media data: {'ok' if front else 'MISSED'})")
     for length in (60, 300):
         ratio = results[("day", length)] / results[("hour", length)]
         print(f"24 h vs 1 h archive, {length:>3}s clip (coverage + cut): {ratio:.2f}x  "
