@@ -1,9 +1,9 @@
 """Cut the window of a :class:`~media.recordings.Coverage` into one mp4 clip with ffmpeg.
 
-* **Stream copy first.**  One segment: input seeking (``-ss`` before ``-i``) and ``-t``.  Several
-  segments: the concat demuxer over the segment files, with ``inpoint`` on the first file (the
-  demuxer's input seeking) and ``outpoint`` on the last, each file's probed duration given so nothing
-  is read twice; when every segment carries the same H.264 configuration the packets are passed
+* **Stream copy first.**  The concat demuxer over the segment file(s), with ``inpoint`` on the first
+  file at the key frame at or before the window (read from its ``moov``; the clip may start up to one
+  GOP early, and its audio starts with that picture) and ``outpoint`` on the last, each file's probed
+  duration given so nothing is read twice; when every segment carries the same H.264 configuration the packets are passed
   through as they are (``-auto_convert 0``: no Annex B round trip).  NVR: ffmpeg reads the playback
   URL (``-rtsp_transport tcp`` for RTSP) with an I/O timeout.
 * **The index (``moov``) always precedes the media data** (phones start playing at once).  For
@@ -17,7 +17,8 @@
   lands outside; the final size is checked) or when a watermark must be burned in (``drawtext`` reads
   the text from a file with ``expansion=none``: no user text is ever put on the command line).
 * The clip is written in a private temporary folder next to the destination and renamed into place
-  only once ffprobe confirms its duration (requested ± one GOP).  Nothing partial is ever returned
+  only once its duration is confirmed: the video track as a player shows it (edit list honoured),
+  from the window to the window plus the early start and the B-frame delay (see ``_duration_bounds``).  Nothing partial is ever returned
   as complete: a partial coverage is refused unless ``allow_partial`` and then flagged in
   ``warnings``.
 
@@ -126,6 +127,8 @@ class _Probe:
     has_audio: bool
     audio_codec: str | None
     gop: float | None = None
+    reorder: float = 0.0        # the video's B-frame delay (its edit's media time), when known
+    audio_end: float | None = None
 
 
 def find_font() -> str | None:
@@ -188,8 +191,12 @@ async def _quick_probe(path: Path, info: Mp4Info | None = None) -> _Probe | None
         info = await asyncio.to_thread(mp4_info, path)
     if info is None or not info.has_video or info.duration <= 0:
         return await _probe(path)
-    return _Probe(duration=info.duration, width=info.width, height=info.height, fps=info.fps,
-                  has_video=True, has_audio=False, audio_codec=None, gop=info.gop)
+    # The video track as a player shows it (edit list honoured); the movie's duration also counts
+    # audio the stream copy may carry past the last picture.
+    duration = info.video_end if info.video_end > 0 else info.duration
+    return _Probe(duration=duration, width=info.width, height=info.height, fps=info.fps,
+                  has_video=True, has_audio=False, audio_codec=None, gop=info.gop, reorder=info.reorder,
+                  audio_end=info.audio_end)
 
 
 async def _has_audio(path: Path) -> bool:
@@ -319,8 +326,13 @@ def _check(coverage: Coverage, options: ClipOptions) -> list[str]:
 
 
 def _used_segments(coverage: Coverage) -> list[Segment]:
+    """The segments the window needs.  A segment whose successor starts at or before the window's
+    start is left out even when its (probed) end reaches into the window: files written with a
+    B-frame delay report a duration longer than what they hold by that delay."""
     start, end = coverage.start, coverage.end
     used = [s for s in coverage.segments if s.end > start and s.start < end]
+    while len(used) > 1 and used[1].start <= start:
+        used.pop(0)
     if not used:
         raise ClipError("no_recordings")
     return used
@@ -364,37 +376,71 @@ def _layout(moov_size: int | None) -> dict[str, str]:
     return {"moov_size": str(moov_size)} if moov_size else {"movflags": "+faststart"}
 
 
+def _key_at_or_before(summary: MoovSummary | None, target: float) -> float | None:
+    """The presentation time of the segment's last key frame at or before ``target`` (its first key
+    frame when ``target`` precedes it); None when the segment's key frames are not known."""
+    if summary is None or not summary.key_times:
+        return None
+    before = [k for k in summary.key_times if k <= target + 0.0005]
+    return before[-1] if before else summary.key_times[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyPlan:
+    args: list[str]
+    used: list[Segment]
+    lead_s: float | None   # how much earlier than the window the clip starts (its first key frame)
+
+
 def _copy_args_folder(coverage: Coverage, work: Path, out: Path, *, moov_size: int | None = None,
-                      passthrough: bool = False) -> tuple[list[str], list[Segment]]:
-    """The stream-copy command. ``moov_size``: bytes reserved for the index at the front (else
-    ``+faststart``); ``passthrough``: the segments share one H.264 configuration (``-auto_convert 0``)."""
+                      passthrough: bool = False, summaries: list[MoovSummary] | None = None) -> _CopyPlan:
+    """The stream-copy command: the concat demuxer over the segments (one or several). ``moov_size``:
+    bytes reserved for the index at the front (else ``+faststart``); ``passthrough``: the segments
+    share one H.264 configuration (``-auto_convert 0``); ``summaries``: the segments' ``moov`` facts.
+
+    Times in a segment are its presentation times (edit list honoured, as the demuxer reports them):
+    a window offset ``x`` seconds after the segment's start is ``video_start + x`` in the file.  The
+    first file's ``inpoint`` is the key frame at or before the window's start, so the video starts
+    with a picture, and ``-copyts`` with ``-copypriorss:a 0`` drops the audio the demuxer's seek
+    returns from before that key frame (it seeks every stream to the key frame's *decode* time, one
+    B-frame delay earlier).  ``outpoint`` works on decode times: the video may end up to one B-frame
+    delay after the window.  Without the key frames (a segment the reader did not understand) the
+    ``inpoint`` is the window's start and the demuxer returns the packets from the key frame before."""
     start, end = coverage.start, coverage.end
     used = _used_segments(coverage)
-    if len(used) == 1:
-        seg = used[0]
-        offset = max(0.0, (start - seg.start).total_seconds())
-        length = (min(end, seg.end) - max(start, seg.start)).total_seconds()
-        stream = ffmpeg.input(seg.path, ss=f"{offset:.3f}").output(
-            str(out), t=f"{length:.3f}", c="copy", f="mp4", avoid_negative_ts="make_zero", **_layout(moov_size))
-        return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
+    if summaries is not None and len(summaries) != len(used):
+        summaries = None
     lines = ["ffconcat version 1.0"]
+    lead: float | None = 0.0
     for i, seg in enumerate(used):
-        inpoint = max(0.0, (start - seg.start).total_seconds()) if i == 0 else 0.0
-        outpoint = (end - seg.start).total_seconds() if (i == len(used) - 1 and seg.end > end) else None
+        summary = summaries[i] if summaries else None
+        base = summary.video_start if summary else 0.0
+        inpoint: float | None = None
+        if i == 0:
+            offset = max(0.0, (start - seg.start).total_seconds())
+            key = _key_at_or_before(summary, base + offset)
+            if key is not None:
+                inpoint = key
+                lead = max(0.0, base + offset - key)
+            else:
+                inpoint = offset if offset > 0 else None
+                lead = None
+        outpoint = base + (end - seg.start).total_seconds() if (i == len(used) - 1 and seg.end > end) else None
         lines.append(_concat_line(seg.path))
-        if inpoint > 0:
+        if inpoint is not None:
             lines.append(f"inpoint {inpoint:.3f}")
         if outpoint is not None:
             lines.append(f"outpoint {outpoint:.3f}")
-        lines.append(f"duration {(outpoint if outpoint is not None else seg.seconds) - inpoint:.3f}")
+        first = inpoint if inpoint is not None else 0.0
+        lines.append(f"duration {max(0.001, (outpoint if outpoint is not None else seg.seconds) - first):.3f}")
     listing = work / "segments.ffconcat"
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
     demuxer: dict[str, object] = {"f": "concat", "safe": 0}
     if passthrough:
         demuxer["auto_convert"] = 0
     stream = ffmpeg.input(str(listing), **demuxer).output(
-        str(out), c="copy", f="mp4", avoid_negative_ts="make_zero", **_layout(moov_size))
-    return ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used
+        str(out), c="copy", f="mp4", copyts=None, **{"copypriorss:a": 0}, **_layout(moov_size))
+    return _CopyPlan(ffmpeg.compile(stream, cmd=FFMPEG, overwrite_output=True), used, lead)
 
 
 def _copy_args_nvr(url: str, seconds: float, out: Path, io_timeout_s: float) -> list[str]:
@@ -468,6 +514,7 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
     expected = coverage.covered_seconds
     gop = options.gop_s
     info: Mp4Info | None = None
+    lead: float | None = None     # how much earlier than the window the clip starts, when known
     if coverage.kind == "nvr":
         if not coverage.url:
             raise ClipError("no_recordings")
@@ -486,7 +533,10 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
         summaries = await asyncio.to_thread(_summaries, segs)
         reserve = _moov_reserve(summaries)
         passthrough = len(segs) > 1 and _same_video_config(summaries)
-        args, _ = _copy_args_folder(coverage, work, copy, moov_size=reserve, passthrough=passthrough)
+        plan = _copy_args_folder(coverage, work, copy, moov_size=reserve, passthrough=passthrough,
+                                 summaries=summaries)
+        lead = plan.lead_s
+        args = plan.args
         try:
             err = await _copy_folder(args, used, expected, options, progress)
         except ClipError as exc:   # (ffmpeg releases that do fail on a short reservation)
@@ -499,7 +549,7 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
             # over the start of the media data (mp4_info does not understand such a file). Copy again.
             log.warning("clip: the copy with %d bytes reserved for the moov is not a plain MP4 with the "
                         "moov in front (reservation not enough?); copying again with +faststart", reserve)
-            args, _ = _copy_args_folder(coverage, work, copy, passthrough=passthrough)
+            args = _copy_args_folder(coverage, work, copy, passthrough=passthrough, summaries=summaries).args
             await _copy_folder(args, used, expected, options, progress)
             info = None
     probe = await _quick_probe(copy, info)
@@ -511,10 +561,12 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
     if gop is None and coverage.kind == "folder":  # clip shorter than one GOP: ask the recording
         first = await _probe(Path(used[0]))
         gop = first.gop if first else None
-    tolerance = (gop if gop is not None else 2.0) + (1.0 / probe.fps if probe.fps else 0.1) + 0.05
-    if abs(probe.duration - expected) > tolerance:
-        key = "segment_corrupt" if probe.duration < expected else "duration_mismatch"
-        raise ClipError(key, f"got {probe.duration:.2f}s, expected {expected:.2f}s ± {tolerance:.2f}s")
+    low, high = _duration_bounds(expected, probe, gop, lead)
+    if not low <= probe.duration <= high:
+        key = "segment_corrupt" if probe.duration < low else "duration_mismatch"
+        raise ClipError(key, f"got {probe.duration:.2f}s, expected {low:.2f}s to {high:.2f}s")
+    if probe.audio_end is not None and probe.audio_end > probe.duration + 0.1:
+        log.warning("clip: the audio runs %.2fs past the video", probe.audio_end - probe.duration)
 
     final = copy
     final_probe: _Probe | None = probe
@@ -548,7 +600,7 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
         warnings.append("reencoded_for_size")
 
     out_probe = final_probe or await _probe(final)
-    if out_probe is None or abs(out_probe.duration - expected) > tolerance:
+    if out_probe is None or not low <= out_probe.duration <= high:
         got = f"{out_probe.duration:.2f}s" if out_probe else "unreadable"
         raise ClipError("duration_mismatch", f"final clip {got}, expected {expected:.2f}s")
     size = final.stat().st_size
@@ -558,6 +610,19 @@ async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOpti
     os.replace(final, out_path)
     return ClipResult(path=out_path, duration_s=out_probe.duration, size=size, sha256=digest,
                       segments_used=tuple(used), reencoded=reencoded, warnings=tuple(warnings))
+
+
+def _duration_bounds(expected: float, probe: _Probe, gop: float | None, lead: float | None) -> tuple[float, float]:
+    """The durations a cut of ``expected`` seconds may have.  A stream copy starts at the key frame
+    at or before the window (``lead`` seconds early when known, else up to one GOP); its end is cut
+    on decode times, so with B-frames the video may run one reorder delay past the window, and
+    ffmpeg's mp4 muxer counts that delay once more in the edit list the players show.  Shorter than
+    the window by more than a GOP means frames are missing."""
+    frame = 1.0 / probe.fps if probe.fps else 0.1
+    gop_s = gop if gop is not None else 2.0
+    reorder = probe.reorder if probe.reorder > 0 else 2 * frame
+    early = lead if lead is not None else gop_s
+    return expected - (gop_s + frame + 0.05), expected + early + 2 * reorder + frame + 0.05
 
 
 async def _copy_folder(args: list[str], used: list[str], expected: float, options: ClipOptions,

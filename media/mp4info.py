@@ -30,6 +30,12 @@ class Mp4Info:
     has_video: bool
     gop: float | None
     moov_first: bool = True   # the index precedes the media data: players start before the end arrives
+    # The video track as a player presents it (its edit list honoured), in seconds: where its first
+    # frame is shown, where it ends, and the B-frame reorder delay (the edit's media time).
+    video_start: float = 0.0
+    video_end: float = 0.0
+    reorder: float = 0.0
+    audio_end: float | None = None   # the end of the (first) audio track as presented; None: no audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,10 @@ class MoovSummary:
     samples: int                  # over all tracks (``stsz`` sample counts)
     table_bytes: int              # the per-sample tables (each ``stbl`` but its ``stsd``), all tracks
     video_configs: tuple[bytes, ...]  # per video sample entry: codec, picture size, decoder configuration
+    # Presentation times (seconds, edit list honoured: what ffmpeg's demuxer reports as pts) of the
+    # video key frames and of the first video frame; () when the edit list is not a simple one.
+    key_times: tuple[float, ...] = ()
+    video_start: float = 0.0
 
 
 def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
@@ -145,14 +155,26 @@ def mp4_info(path: str | Path) -> Mp4Info | None:
         timescale, duration = _time_fields(moov, mvhd[0])
         if timescale <= 0:
             return None
+        video: tuple[int, int, float, float | None] | None = None
+        video_line: _Timeline | None = None
+        audio_end: float | None = None
         for kind, ts, te in _boxes(moov, ms, me):
             if kind != b"trak":
                 continue
-            info = _video_track(moov, ts, te)
-            if info is not None:
-                width, height, fps, gop = info
-                return Mp4Info(duration / timescale, width, height, fps, True, gop, first)
-        return Mp4Info(duration / timescale, 0, 0, 0.0, False, None, first)
+            handler = _handler(moov, ts, te)
+            if handler == b"vide" and video is None:
+                video = _video_track(moov, ts, te)
+                video_line = _timeline(moov, ts, te, timescale)
+            elif handler == b"soun" and audio_end is None:
+                line = _timeline(moov, ts, te, timescale)
+                audio_end = line.end if line is not None else None
+        if video is not None:
+            width, height, fps, gop = video
+            if video_line is None:
+                return None
+            return Mp4Info(duration / timescale, width, height, fps, True, gop, first, video_line.start,
+                           video_line.end, video_line.reorder, audio_end)
+        return Mp4Info(duration / timescale, 0, 0, 0.0, False, None, first, audio_end=audio_end)
     except (OSError, struct.error, IndexError, ValueError):
         return None
 
@@ -169,6 +191,10 @@ def moov_summary(path: str | Path) -> MoovSummary | None:
             return None
         samples = tables = 0
         configs: list[bytes] = []
+        mvhd = _child(moov, top[0][1], top[0][2], b"mvhd")
+        movie_scale = _time_fields(moov, mvhd[0])[0] if mvhd is not None else 0
+        key_times: tuple[float, ...] = ()
+        video_start = 0.0
         for kind, ts, te in _boxes(moov, top[0][1], top[0][2]):
             if kind != b"trak":
                 continue
@@ -183,8 +209,12 @@ def moov_summary(path: str | Path) -> MoovSummary | None:
             samples += struct.unpack_from(">I", moov, stsz[0] + 8)[0]
             tables += (stbl[1] - stbl[0]) - (stsd[1] - stsd[0] + 8)
             if moov[hdlr[0] + 8:hdlr[0] + 12] == b"vide":
+                if not configs and movie_scale > 0:
+                    line = _timeline(moov, ts, te, movie_scale, keys=True)
+                    if line is not None:
+                        key_times, video_start = line.keys, line.start
                 configs.extend(_visual_configs(moov, stsd[0], stsd[1]))
-        return MoovSummary(len(moov), first, file_size, samples, tables, tuple(configs))
+        return MoovSummary(len(moov), first, file_size, samples, tables, tuple(configs), key_times, video_start)
     except (OSError, struct.error, IndexError, ValueError):
         return None
 
@@ -248,6 +278,92 @@ def _video_track(d: bytes, ts: int, te: int) -> tuple[int, int, float, float | N
         within = [t for t in times if t <= times[0] + 60] if times else []
         gop = max((b - a for a, b in zip(within, within[1:], strict=False)), default=None)
     return int(width), int(height), fps, gop
+
+
+def _handler(d: bytes, ts: int, te: int) -> bytes:
+    hdlr = _path(d, ts, te, (b"mdia", b"hdlr"))
+    return d[hdlr[0] + 8:hdlr[0] + 12] if hdlr is not None else b""
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    start: float                  # where the track's first sample is presented (leading empty edits)
+    end: float                    # where its presentation ends (edits, or the media duration without them)
+    reorder: float                # media time of the edit: the B-frame delay ffmpeg writes for video
+    keys: tuple[float, ...] = ()  # presentation times of the sync samples (when asked for)
+
+
+def _timeline(d: bytes, ts: int, te: int, movie_scale: int, keys: bool = False) -> _Timeline | None:
+    """A track's presentation as ffmpeg's demuxer and the players see it: its edit list (``elst``)
+    honoured when it is a simple one — leading empty edits, then one edit at normal rate (what
+    ffmpeg and the NVRs write); None for anything else."""
+    mdhd = _path(d, ts, te, (b"mdia", b"mdhd"))
+    stbl = _path(d, ts, te, (b"mdia", b"minf", b"stbl"))
+    if mdhd is None or stbl is None or movie_scale <= 0:
+        return None
+    scale, media_duration = _time_fields(d, mdhd[0])
+    if scale <= 0:
+        return None
+    start = 0.0
+    media_time = 0
+    span: float | None = None
+    elst = _path(d, ts, te, (b"edts", b"elst"))
+    if elst is not None:
+        version = d[elst[0]]
+        (count,) = struct.unpack_from(">I", d, elst[0] + 4)
+        fmt, size = (">QqhH", 20) if version == 1 else (">IihH", 12)
+        entries = [struct.unpack_from(fmt, d, elst[0] + 8 + size * i) for i in range(min(count, 16))]
+        while entries and entries[0][1] == -1:
+            start += entries.pop(0)[0] / movie_scale
+        if len(entries) > 1 or (entries and entries[0][2] != 1):
+            return None
+        if entries:
+            span = entries[0][0] / movie_scale
+            media_time = entries[0][1]
+    if span is None or span == 0:     # no edit (or one "to the end of the media"): the whole media
+        span = max(0.0, (media_duration - media_time) / scale)
+    key_times: tuple[float, ...] = ()
+    if keys:
+        stts = _child(d, stbl[0], stbl[1], b"stts")
+        stss = _child(d, stbl[0], stbl[1], b"stss")
+        if stts is None:
+            return None
+        (n_runs,) = struct.unpack_from(">I", d, stts[0] + 4)
+        runs = [struct.unpack_from(">II", d, stts[0] + 8 + 8 * i) for i in range(n_runs)]
+        samples = sum(c for c, _ in runs)
+        if stss is None:
+            sync = list(range(1, samples + 1))
+        else:
+            (n_sync,) = struct.unpack_from(">I", d, stss[0] + 4)
+            sync = [struct.unpack_from(">I", d, stss[0] + 8 + 4 * i)[0] for i in range(n_sync)]
+        offsets = _composition_offsets(d, stbl, sync)
+        decode = _sample_times(runs, sync, 1)       # in media ticks
+        key_times = tuple(start + (t + o - media_time) / scale for t, o in zip(decode, offsets, strict=False))
+    return _Timeline(start, start + span, media_time / scale, key_times)
+
+
+def _composition_offsets(d: bytes, stbl: tuple[int, int], numbers: list[int]) -> list[int]:
+    """``ctts`` offsets of the given 1-based sample numbers (sorted); zeros without a ``ctts``."""
+    ctts = _child(d, stbl[0], stbl[1], b"ctts")
+    if ctts is None:
+        return [0] * len(numbers)
+    version = d[ctts[0]]
+    (n_runs,) = struct.unpack_from(">I", d, ctts[0] + 4)
+    out: list[int] = []
+    wanted = iter(numbers)
+    nxt = next(wanted, None)
+    sample = 1
+    for i in range(n_runs):
+        count, raw = struct.unpack_from(">II", d, ctts[0] + 8 + 8 * i)
+        offset = raw - (1 << 32) if version == 1 and raw & 0x8000_0000 else raw
+        while nxt is not None and nxt < sample + count:
+            out.append(offset)
+            nxt = next(wanted, None)
+        sample += count
+        if nxt is None:
+            break
+    out.extend(0 for _ in range(len(numbers) - len(out)))
+    return out
 
 
 def _sample_times(runs: list[tuple[int, int]], numbers: list[int], timescale: int) -> list[float]:
