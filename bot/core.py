@@ -498,11 +498,17 @@ class Sender:
     #: rows not sent this long after their claim belong to a process that died (several processes)
     STALE = timedelta(seconds=90)
 
+    #: sent rows are deleted in batches, at most this long after their message went out
+    FLUSH_DELAY = 0.05
+
     def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
         self.clock = clock
         self.adapters: dict[str, ChannelAdapter] = {}
         self.recovered = 0
+        self._sent_rows: list[int] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     def register(self, adapter: ChannelAdapter) -> None:
         self.adapters[adapter.name] = adapter
@@ -574,17 +580,55 @@ class Sender:
     async def remember(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None = None,
                        done: Sequence[int] = ()) -> None:
         """Record the messages that must be edited or deleted later (``track`` / ``delete_after``)
-        and delete the outbox rows ``done``, in one unit."""
+        at once, and have the outbox rows ``done`` deleted: with that record, else in the next batch
+        (``FLUSH_DELAY``; one unit for many events — a kill in between sends those few again)."""
         tracked = self._tracked(sent, now)
-        if not tracked and not done:
+        if not tracked:
+            if done:
+                self._sent_rows.extend(done)
+                self._schedule_flush()
             return
+        rows = [*self._take_sent_rows(), *done]
 
         def _save(s: Session) -> None:
-            if done:
-                s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(list(done))))
+            if rows:
+                s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(rows)))
             for row in tracked:
                 s.add(row)
-        await self.db.run(_save)
+        try:
+            await self.db.run(_save)
+        except BaseException:
+            self._sent_rows.extend(rows)  # deleted later; the record of the cards is what failed
+            raise
+
+    def _take_sent_rows(self) -> list[int]:
+        rows, self._sent_rows = self._sent_rows, []
+        return rows
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is not None or not self._sent_rows:
+            return
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            self._flusher = None
+            if self._flushing is None or self._flushing.done():
+                self._flushing = loop.create_task(self.flush())
+            else:
+                self._schedule_flush()
+        self._flusher = loop.call_later(self.FLUSH_DELAY, start)
+
+    async def flush(self) -> None:
+        """Delete the outbox rows whose messages went out (tests and shutdown call it directly)."""
+        rows = self._take_sent_rows()
+        if not rows:
+            return
+        try:
+            await self.db.run(lambda s: s.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(rows))))
+        except Exception:
+            log.warning("could not clear %s sent outbox row(s); will retry", len(rows))
+            self._sent_rows.extend(rows)
+            self._schedule_flush()
 
     def _claim(self, s: Session, before: datetime, limit: int) -> list[tuple[int, Outbound]]:
         q = (select(OutboxMessage).where(col(OutboxMessage.claimed_at) < before)

@@ -130,6 +130,10 @@ class Runtime:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        try:
+            await self.sender.flush()  # forget the outbox rows already sent
+        except Exception:
+            log.exception("clearing the outbox failed (its messages may be sent again at the next start)")
         await asyncio.to_thread(self.db.dispose)
         self._stopped.set()
 
