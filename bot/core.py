@@ -518,12 +518,17 @@ class Sender:
 
     @staticmethod
     def persist(s: Session, outbox: Sequence[Outbound]) -> list[int]:
-        """Write ``outbox`` as rows in the caller's unit; returns their ids (in order)."""
-        if not outbox:
+        """Write ``outbox`` as rows in the caller's unit; returns the ids of the rows written.
+
+        A message that deletes itself (``delete_after``: a temporary password) is never written to
+        the database: it is sent from memory only, so a crash at the wrong moment loses it (the
+        person asks again) rather than keeping the secret in a table."""
+        keep = [o for o in outbox if not o.reply.delete_after]
+        if not keep:
             return []
         now = utcnow()  # a lease in real time, whatever the business clock says
         rows = [OutboxMessage(channel=o.channel, chat_id=o.chat_id, person_id=o.person_id,
-                              payload=reply_to_payload(o.reply), claimed_at=now) for o in outbox]
+                              payload=reply_to_payload(o.reply), claimed_at=now) for o in keep]
         s.add_all(rows)
         s.flush()
         return [r.id or 0 for r in rows]

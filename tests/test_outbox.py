@@ -82,6 +82,14 @@ async def test_messages_committed_but_not_sent_go_out_once_at_the_next_start(rt)
     assert await fresh.recover(before=utcnow() + timedelta(seconds=1)) == 0  # not twice
 
 
+async def test_a_self_deleting_secret_is_never_written_to_the_outbox(rt):
+    secret = Reply("Mật khẩu tạm: Xy7@pQ2#kLm9", delete_after=300)
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, [Outbound("test", "t1", Reply("trước")),
+                                                       Outbound("test", "t1", secret)]))
+    assert len(ids) == 1
+    assert [payload_to_reply(r.payload).text for r in rows(rt)] == ["trước"]
+
+
 async def test_a_stale_claim_is_taken_over_and_a_row_that_keeps_failing_is_dropped(rt):
     ch: RecordingChannel = rt.test_channel
     rt.db.run_sync(lambda s: Sender.persist(s, [Outbound("test", "t1", Reply("cũ"))]))

@@ -422,6 +422,9 @@ class TelegramChannel:
                 log.warning("telegram: getUpdates failed (%s); retrying in %.0f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
+            if updates:
+                log.debug("telegram: %s update(s) fetched, %s in progress, confirmed below %s",
+                          len(updates), len(in_progress), offset)
             loop = asyncio.get_running_loop()
             for update in updates:
                 uid = update.update_id
