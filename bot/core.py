@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
@@ -527,11 +527,13 @@ class Sender:
         if not keep:
             return []
         now = utcnow()  # a lease in real time, whatever the business clock says
-        rows = [OutboxMessage(channel=o.channel, chat_id=o.chat_id, person_id=o.person_id,
-                              payload=reply_to_payload(o.reply), claimed_at=now) for o in keep]
-        s.add_all(rows)
-        s.flush()
-        return [r.id or 0 for r in rows]
+        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        # A Core insert (no ORM unit of work: these rows are never used as objects here).
+        result = s.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                           [{"channel": o.channel, "chat_id": o.chat_id, "person_id": o.person_id,
+                             "payload": reply_to_payload(o.reply), "claimed_at": now, "attempts": 0}
+                            for o in keep])
+        return [int(i) for i in result.scalars().all()]
 
     async def _send_one(self, adapter: ChannelAdapter, out: Outbound) -> str | None:
         try:

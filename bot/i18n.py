@@ -61,6 +61,12 @@ def _translations(locale: str) -> NullTranslations:
     return Translations(fp=buf, domain=DOMAIN)
 
 
+@lru_cache(maxsize=8)
+def _babel_locale(locale: str) -> Locale:
+    """Parsed once per process (a Translator is made for every event and every recipient)."""
+    return Locale.parse(locale)
+
+
 def reload_catalogues() -> None:
     _translations.cache_clear()
 
@@ -74,7 +80,7 @@ class Translator:
         self.locale = locale if locale in SUPPORTED else "vi"
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
         self._tr = _translations(self.locale)
-        self._babel_locale = Locale.parse(self.locale)
+        self._babel_locale = _babel_locale(self.locale)
 
     # -- messages ------------------------------------------------------------------------------
     def t(self, msgid: str, /, **values: Any) -> str:
