@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import delete, insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError
@@ -825,6 +826,7 @@ class Dispatcher:
     LAST_SEEN_EVERY = timedelta(seconds=60)
     #: key in ``Session.info``: whether this event's person has held notices (set by ``_resolve``)
     HELD_HINT = "held_notices"
+    CONVERSATION = "conversation"
     #: the statements every event runs, built once (on SQLite building one costs more than running it)
     _STATEMENTS: dict[tuple[str, str], Any] = {}
 
@@ -873,20 +875,24 @@ class Dispatcher:
             held = (select(Notice.id).where(col(Notice.person_id) == col(Person.id),
                                             col(Notice.status) == NoticeStatus.HELD.value)
                     .exists().label("held"))
-            stmt = (select(ChannelIdentity, Person, School, held)
+            stmt = (sa_select(ChannelIdentity, Person, School, held, Conversation)
                     .outerjoin(Person, col(Person.id) == col(ChannelIdentity.person_id))
                     .outerjoin(School, col(School.id) == col(Person.school_id))
+                    .outerjoin(Conversation, (col(Conversation.channel) == col(ChannelIdentity.channel))
+                               & (col(Conversation.chat_id) == bindparam("chat_id")))
                     .where(col(ChannelIdentity.channel) == bindparam("channel"),
                            col(ChannelIdentity.external_id) == bindparam("external_id"),
                            col(ChannelIdentity.active).is_(True)))
             self._STATEMENTS["resolve", ""] = stmt
-        row = s.exec(stmt, params={"channel": msg.channel, "external_id": msg.user_id}).first()
+        row = s.execute(stmt, {"channel": msg.channel, "external_id": msg.user_id,
+                               "chat_id": msg.chat_id}).first()
         if row is None:
             return None, None, None
-        ident, person, school, has_held = row
+        ident, person, school, has_held, conv = row
         if person is None or person.status != PersonStatus.ACTIVE:
             return ident, None, None
         s.info[self.HELD_HINT] = bool(has_held)
+        s.info[self.CONVERSATION] = conv  # this chat's conversation (None: none yet), read in the same query
         return ident, person, school
 
     def make_ctx(self, s: Session, msg: Inbound, person: Person | None, school: School | None) -> Ctx:
@@ -926,8 +932,11 @@ class Dispatcher:
             self._emit(ctx, step.replies)
             return _Result(ctx.outbox, after=ctx.after)
 
-        conv = s.exec(select(Conversation).where(Conversation.channel == msg.channel,
-                                                 Conversation.chat_id == msg.chat_id)).first()
+        if self.CONVERSATION in s.info:
+            conv = s.info.pop(self.CONVERSATION)
+        else:
+            conv = s.exec(select(Conversation).where(Conversation.channel == msg.channel,
+                                                     Conversation.chat_id == msg.chat_id)).first()
         if conv is None:
             conv = Conversation(channel=msg.channel, chat_id=msg.chat_id, person_id=person.id)
             s.add(conv)
