@@ -41,7 +41,7 @@ class Step:
 
 
 TEACHER = [
-    Step("cmd", "start", "/start", 2),  # welcome + menu
+    Step("cmd", "start", "/start", 1),  # the greeting and the menu, one message
     Step("cmd", "menu", "/menu"),
     Step("cmd", "hoso", "/hoso"),
     Step("tap", "c:email", "hoso: c:email"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.core import Ctx, Handler, Registry, Reply, Step
 from bot.handlers.menu import menu_reply, roles_text
 from bot.i18n import N_
@@ -58,9 +60,13 @@ def start(ctx: Ctx) -> Step:
     """``/start`` (optionally ``/start <code>`` from an invite link)."""
     code = ctx.inbound.args.strip()
     if ctx.person is not None:
+        # Already linked: the greeting and the menu in one message (the contact keyboard was
+        # removed when the account was linked).
+        greeting, menu = _welcome(ctx)
+        reply = replace(menu, text=greeting.text + "\n\n" + menu.text)
         if ctx.conversation is not None and ctx.conversation.flow:
-            return Step.done(*_welcome(ctx))
-        return Step.stay(*_welcome(ctx))
+            return Step.done(reply)
+        return Step.stay(reply)
     if code:
         return _redeem(ctx, code)
     return Step.stay(_ask_contact(ctx, ctx.t(
