@@ -33,6 +33,18 @@ PING_IDLE_AFTER = 30.0
 RECYCLE_AFTER = 1800
 
 
+def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """WAL (readers never wait for the writer), foreign keys, and how long a writer waits for another."""
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.close()
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -42,16 +54,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         if path in ("", ":memory:"):
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, echo=echo, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        _sqlite_pragmas(engine, busy_timeout_ms=30000)
         return engine
     engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=RECYCLE_AFTER)
     _ping_idle_connections(engine)
@@ -94,16 +97,7 @@ def _inline_engine(url: str, *, echo: bool = False) -> Engine | None:
         return None  # an in-memory database has one shared connection: no second one
     engine = create_engine(url, echo=echo, pool_size=1, max_overflow=0,
                            connect_args={"check_same_thread": False, "timeout": 0})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=0")
-        cur.close()
-
+    _sqlite_pragmas(engine, busy_timeout_ms=0)
     return engine
 
 
