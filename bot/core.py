@@ -506,7 +506,6 @@ class Sender:
         self.db = db
         self.clock = clock
         self.adapters: dict[str, ChannelAdapter] = {}
-        self.recovered = 0
         self._sent_rows: list[int] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -677,7 +676,6 @@ class Sender:
             total += len(jobs)
             if len(jobs) < limit:
                 break
-        self.recovered += total
         return total
 
 
@@ -869,7 +867,8 @@ class Dispatcher:
 
         The same query tells whether the person has held notices (``s.info[HELD_HINT]``), so the
         person-seen hook that releases them (:func:`bot.reminders.release_held`) reads nothing
-        when there are none — the common case."""
+        when there are none — the common case — and reads this chat's conversation
+        (``s.info[CONVERSATION]``, used by ``_process``)."""
         stmt = self._STATEMENTS.get(("resolve", ""))
         if stmt is None:
             held = (select(Notice.id).where(col(Notice.person_id) == col(Person.id),

@@ -4,6 +4,7 @@ attachments, splitting, edits, faults. Runs on SQLite and (with TEST_DATABASE_UR
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from bot.core import (
 from bot.i18n import Translator
 from storage.models import ChannelIdentity, Person
 from storage.people import new_invite
+from tests.crash_harness import hold_writes
 from tests.fakes.telegram_server import parse_html
 from tests.fakes.tg_harness import (  # noqa: F401  (fixtures: fake_telegram, tg)
     WEBHOOK_SECRET,
@@ -172,6 +174,24 @@ async def test_same_update_delivered_twice_is_processed_once(tg):
     assert again == []
     assert tg.fake.delivered.count(update["update_id"]) >= 2  # it really reached the bot twice
     assert tg.rt.dispatcher.processed == processed
+
+
+async def test_stopping_finishes_the_update_being_handled(tg):
+    """A graceful stop waits for the updates in progress: their answer is sent, not cut off."""
+    if not tg.rt.db.is_sqlite:
+        pytest.skip("holds the SQLite write lock from outside")
+    ids = tg.seed(_seed)
+    tg.link(ids["principal"], 900)
+    update = tg.fake.command_update(900, "hoso")
+    rt = tg.rt
+    with hold_writes(rt.db):  # handed out, but it cannot be committed yet
+        tg.fake.push_update(update)
+        await tg.fake.wait_until(lambda: update["update_id"] in tg.fake.delivered, 10, "the update handed out")
+        stopping = asyncio.ensure_future(tg.stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done()  # waiting for the update, not abandoning it
+    await asyncio.wait_for(stopping, 30)
+    assert tg.fake.bot_messages(900), "the answer was cut off by the stop"
 
 
 async def test_callback_queries_are_answered(tg):

@@ -52,7 +52,6 @@ from telegram.error import (
     NetworkError,
     RetryAfter,
     TelegramError,
-    TimedOut,
 )
 from telegram.ext import AIORateLimiter, Application
 
@@ -326,8 +325,7 @@ class TelegramChannel:
         self.concurrency = self.settings.telegram_concurrent_updates
         self.username: str = ""
         self._poller: asyncio.Task[None] | None = None
-        self._webhook_tasks: set[asyncio.Task[None]] = set()
-        self.confirmed = 0  # every update below this id was handled and confirmed to Telegram
+        self._handling: set[asyncio.Task[None]] = set()  # updates in progress (polling and webhook)
         self.running = False
         self._order = KeyedLocks()
         self._background: set[asyncio.Task[Any]] = set()
@@ -362,7 +360,7 @@ class TelegramChannel:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._poller
             self._poller = None
-        pending = [*self._background, *self._webhook_tasks]
+        pending = [*self._background, *self._handling]  # the updates being handled finish
         if pending:
             await asyncio.wait(pending, timeout=10)
         await self.app.shutdown()
@@ -371,7 +369,7 @@ class TelegramChannel:
         for i in range(attempts):
             try:
                 return await call()
-            except (NetworkError, TimedOut) as exc:
+            except NetworkError as exc:  # TimedOut included
                 if i == attempts - 1:
                     raise
                 log.warning("telegram: %s failed (%s); retrying", what, type(exc).__name__)
@@ -404,7 +402,6 @@ class TelegramChannel:
                     del in_progress[uid]
             if highest >= 0:  # confirm everything below the oldest update still in progress
                 offset = min(in_progress) if in_progress else highest + 1
-                self.confirmed = offset
             try:
                 updates = await bot.get_updates(offset=offset, limit=limit,
                                                 timeout=0 if in_progress else POLL_TIMEOUT,
@@ -433,7 +430,7 @@ class TelegramChannel:
                 # (An update at or below ``highest`` that is not in progress is one Telegram sends
                 # again — a redelivery: the dispatcher recognises it as a duplicate.)
                 highest = max(highest, uid)
-                in_progress[uid] = loop.create_task(self._on_update(update))
+                in_progress[uid] = self._track(loop.create_task(self._on_update(update)))
 
     async def _set_commands(self) -> None:
         tr = Translator(self.settings.default_locale, self.settings.tz)
@@ -573,6 +570,11 @@ class TelegramChannel:
         except TelegramError as exc:
             log.info("telegram: group notice not sent: %s", exc.message)
 
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+        return task
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -605,9 +607,7 @@ class TelegramChannel:
             return web.Response(status=400)
         # Answer only once the update is handled (committed): if the process dies first, Telegram
         # delivers it again. A slow update is answered after WEBHOOK_WAIT and finishes on its own.
-        task = asyncio.get_running_loop().create_task(self._on_update(update))
-        self._webhook_tasks.add(task)
-        task.add_done_callback(self._webhook_tasks.discard)
+        task = self._track(asyncio.get_running_loop().create_task(self._on_update(update)))
         await asyncio.wait([task], timeout=WEBHOOK_WAIT)
         return web.Response(status=200)
 
