@@ -9,6 +9,7 @@ import ipaddress
 import re
 from datetime import time
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     telegram_webhook_secret: str = ""
     telegram_concurrent_updates: int = Field(default=64, ge=1, le=1024)
     telegram_max_download_mb: int = Field(default=20, ge=1, le=2000)
+    telegram_http_client: Literal["aiohttp", "httpx"] = "aiohttp"  # see bot/channels/telegram_http.py
 
     zalo_oa_app_id: str = ""
     zalo_oa_app_secret: str = ""  # "secret_key" header of the token refresh call

@@ -79,19 +79,15 @@ async def run_ours(args: argparse.Namespace) -> None:
         data_dir=Path(args.data_dir), database_url=args.db_url, telegram_bot_token=TOKEN,
         telegram_base_url=f"{base}/bot", telegram_base_file_url=f"{base}/file/bot",
         telegram_concurrent_updates=args.concurrency, web_chat_enabled=args.web_chat, web_port=0,
-        log_level="WARNING")
+        log_level="WARNING", **({"telegram_http_client": args.http} if args.http else {}))
     rt = Runtime(settings, clock=AfternoonClock(settings.timezone), db=timed_database(settings.effective_database_url))
     rt.build_channels()
     channel = next(c for c in rt.channels if isinstance(c, TelegramChannel))
     if not args.limiter:
         channel.app.bot._rate_limiter = None  # the production AIORateLimiter: see the module docstring
     if args.pool:  # the same bounded HTTP connection pool for both bots (see run.py --pool)
-        from telegram.request import HTTPXRequest
-
         bot = channel.app.bot
-        bot._request = (bot._request[0], HTTPXRequest(  # type: ignore[attr-defined]
-            connection_pool_size=args.pool, connect_timeout=10, read_timeout=20, write_timeout=30,
-            media_write_timeout=180, pool_timeout=args.pool_timeout))
+        bot._request = (bot._request[0], _request(args.http or rt.settings.telegram_http_client, args))
     rt.services.extras.pop("runtime", None)  # no clip extraction: see the module docstring
     logging.getLogger("bot.flows.footage").setLevel(logging.ERROR)  # its "will not be extracted" warning
     await rt.start(scheduler=args.scheduler)
@@ -130,7 +126,12 @@ async def run_echo(args: argparse.Namespace) -> None:
 
     builder = (Application.builder().token(TOKEN).base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
                .concurrent_updates(args.concurrency))
-    if args.pool:
+    if args.http == "aiohttp":  # for the comparison on the same HTTP client (run.py --transports)
+        from bot.channels.telegram_http import AiohttpRequest
+
+        builder = builder.request(_request("aiohttp", args)).get_updates_request(
+            AiohttpRequest(connection_pool_size=1, read_timeout=35))
+    elif args.pool:
         builder = builder.connection_pool_size(args.pool).pool_timeout(args.pool_timeout)
     app = builder.build()
     app.add_handler(MessageHandler(filters.TEXT, echo))
@@ -151,6 +152,20 @@ async def run_echo(args: argparse.Namespace) -> None:
         await app.stop()
         await app.shutdown()
         say({"stopped": True, "memory_kb": mem})
+
+
+def _request(http: str, args: argparse.Namespace) -> Any:
+    """The request object for the bot's API calls (not getUpdates) on ``http``, with ``--pool``."""
+    pool = args.pool or 256
+    if http == "aiohttp":
+        from bot.channels.telegram_http import AiohttpRequest
+
+        return AiohttpRequest(connection_pool_size=pool, connect_timeout=10, read_timeout=20, write_timeout=30,
+                              media_write_timeout=180, pool_timeout=args.pool_timeout)
+    from telegram.request import HTTPXRequest
+
+    return HTTPXRequest(connection_pool_size=pool, connect_timeout=10, read_timeout=20, write_timeout=30,
+                        media_write_timeout=180, pool_timeout=args.pool_timeout)
 
 
 def _profiler(args: argparse.Namespace) -> Any:
@@ -181,6 +196,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=0,
                     help="HTTP connection pool size for the bot's requests (default: python-telegram-bot's 256)")
     ap.add_argument("--pool-timeout", type=float, default=30.0)
+    ap.add_argument("--http", choices=["aiohttp", "httpx"], default="",
+                    help="the Bot API HTTP client (default: ours as configured, aiohttp; echo: httpx)")
     ap.add_argument("--web-chat", action="store_true", help="serve the web chat too")
     ap.add_argument("--scheduler", action="store_true", help="run the reminder scheduler")
     ap.add_argument("--pyinstrument", default="", help="write a pyinstrument profile of the event loop here")

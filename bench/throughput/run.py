@@ -67,10 +67,11 @@ class Phase:
     db: str  # sqlite | postgresql | -
     mode: str  # closed | rate
     limiter: bool = False
+    http: str = ""  # the Bot API HTTP client when not the bot's default (echo: httpx, ours: aiohttp)
 
     @property
     def name(self) -> str:
-        extra = "+limiter" if self.limiter else ""
+        extra = ("+limiter" if self.limiter else "") + (f"+{self.http}" if self.http else "")
         return f"{self.bot}{extra}/{self.db}/{self.mode}"
 
 
@@ -126,11 +127,13 @@ class Bench:
                 bot_args += ["--pyinstrument", str(self.work / f"profile-{ph.db}-{ph.mode}.txt")]
         if a.pool:
             bot_args += ["--pool", str(a.pool)]
+        if ph.http:
+            bot_args += ["--http", ph.http]
         wrap: list[str] | None = None
         if a.py_spy:
             out = self.work / f"py-spy-{ph.bot}-{ph.db}-{ph.mode}.txt"
             wrap = [str(Path(a.py_spy).resolve()), "record", "--format", "raw", "--rate", "250", "--threads", "--nonblocking",
-                    "-o", str(out), "--"]
+                    *(["--gil"] if a.py_spy_gil else []), "-o", str(out), "--"]
         await self.control("/reset")
         self.n += 1
         log = self.work / f"bot-{self.n:02d}-{ph.name.replace('/', '-')}.log"
@@ -220,6 +223,9 @@ async def main_async(args: argparse.Namespace) -> int:
                             Phase("echo", "-", "rate"), Phase("ours", db, "rate")]
                     if args.limiter:
                         plan.append(Phase("ours", db, "rate", limiter=True))
+                    if args.transports:  # each bot also on the other one's HTTP client
+                        plan += [Phase("echo", "-", "closed", http="aiohttp"), Phase("ours", db, "closed", http="httpx"),
+                                 Phase("echo", "-", "rate", http="aiohttp"), Phase("ours", db, "rate", http="httpx")]
                     if db != dbs[0]:
                         plan = [p for p in plan if p.bot == "ours"]  # the echo bot has no database
                     if args.only:
@@ -287,6 +293,14 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
                   f"— target ≥ 0.5: {verdict}")
             print(f"  {db:<10} CPU per update: ours {med(ours_cpu):.2f} ms, echo {med(echo_cpu):.2f} ms — "
                   f"capacity ratio on a free core (echo CPU / ours CPU) {med(cpu_ratios):.2f}")
+        for echo_name, ours_name, what in (
+                ("echo/-/closed", f"ours+httpx/{db}/closed", "ours over httpx / echo (both on httpx)"),
+                ("echo+aiohttp/-/closed", f"ours/{db}/closed", "ours / echo over aiohttp (both on aiohttp)")):
+            same = [(o["updates_per_s"] / e["updates_per_s"]) for rep in range(args.repeat)
+                    if (e := pick(rep, echo_name)) and (o := pick(rep, ours_name))]
+            if same:
+                print(f"  {db:<10} same HTTP client, {what}: {med(same):.2f} "
+                      f"(each repeat: {', '.join(f'{r:.2f}' for r in same)})")
         if p99_ours:
             verdict = "met" if med(p99_ours) < 50 else "MISSED"
             print(f"  {db:<10} at {args.rate:g} updates/s offered (ours kept up with {med(rate_ours):.1f}/s): "
@@ -296,15 +310,16 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
         if p99_lim:
             print(f"  {db:<10} at {args.rate:g} updates/s offered, with the production AIORateLimiter (30 msg/s): "
                   f"kept up with {med(rate_lim):.1f}/s, p99 {med(p99_lim):.1f} ms")
-    by_step: dict[str, list[float]] = {}
+    by_step: dict[str, list[tuple[float, float]]] = {}
     for r in results:
         if r["phase"].startswith("ours/") and r["phase"].endswith("/rate"):
             for label, s in r["by_step_ms"].items():
-                by_step.setdefault(label, []).append(s["p99"])
+                by_step.setdefault(label, []).append((s["p50"], s["p99"]))
     if by_step and args.verbose:
-        print("  ours at the fixed rate, p99 by step (ms, median over runs):")
+        print("  ours at the fixed rate, p50 / p99 by step (ms, median over runs):")
         for label, xs in by_step.items():
-            print(f"    {label:<28} {statistics.median(xs):7.1f}")
+            print(f"    {label:<28} {statistics.median(x[0] for x in xs):7.1f} "
+                  f"{statistics.median(x[1] for x in xs):7.1f}")
 
 
 def main() -> int:
@@ -328,8 +343,12 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=0,
                     help="give both bots this HTTP connection pool size (default: python-telegram-bot's 256, "
                          "whose per-request cost grows with the connections it has opened)")
+    ap.add_argument("--transports", action="store_true",
+                    help="also run the echo bot over aiohttp and ours over httpx (the same HTTP client for both)")
     ap.add_argument("--step-timeout", type=float, default=30.0)
     ap.add_argument("--py-spy", default="", help="path of py-spy: profile our bot (raw stacks in the work dir)")
+    ap.add_argument("--py-spy-gil", action="store_true",
+                    help="with --py-spy: only samples of the thread holding the GIL (where the CPU goes)")
     ap.add_argument("--pyinstrument", action="store_true", help="profile our bot's event loop with pyinstrument")
     ap.add_argument("--work", default="", help="work folder (kept); default: a temporary one, removed")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")

@@ -135,6 +135,7 @@ class ApiCall:
     files: dict[str, StoredFile] = field(default_factory=dict)
     status: int = 200
     at: float = field(default_factory=time.monotonic)
+    content_type: str = ""  # of the request body (JSON, form or multipart)
 
 
 @dataclass
@@ -562,7 +563,7 @@ class FakeTelegram:
         except Exception:
             return web.json_response({"ok": False, "error_code": 400, "description": "Bad Request: bad body"},
                                      status=400)
-        call = ApiCall(method, params, files)
+        call = ApiCall(method, params, files, content_type=request.content_type if request.body_exists else "")
         self.calls.append(call)
         self._bump()
         try:
