@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from storage.models import AuditEvent, utcnow
@@ -21,41 +21,69 @@ GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 7318202
 
 
-def _canonical(ev: AuditEvent) -> bytes:
-    at = ev.at.astimezone(UTC) if ev.at.tzinfo else ev.at.replace(tzinfo=UTC)
+def _canonical_of(at: datetime, school_id: int | None, actor_id: int | None, channel: str, action: str,
+                  subject: str, details: Any, prev_hash: str) -> bytes:
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
     body = {
         "at": at.isoformat(timespec="microseconds"),
-        "school_id": ev.school_id,
-        "actor_id": ev.actor_id,
-        "channel": ev.channel,
-        "action": ev.action,
-        "subject": ev.subject,
-        "details": ev.details,
-        "prev": ev.prev_hash,
+        "school_id": school_id,
+        "actor_id": actor_id,
+        "channel": channel,
+        "action": action,
+        "subject": subject,
+        "details": details,
+        "prev": prev_hash,
     }
     return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def _canonical(ev: AuditEvent) -> bytes:
+    return _canonical_of(ev.at, ev.school_id, ev.actor_id, ev.channel, ev.action, ev.subject, ev.details,
+                         ev.prev_hash)
 
 
 def compute_hash(ev: AuditEvent) -> str:
     return hashlib.sha256(_canonical(ev)).hexdigest()
 
 
+#: ``Session.info`` key: (transaction, hash of the last row it appended) — the next row of the same
+#: transaction links to it without reading it back (the chain's lock is held until the end)
+_TAIL = "audit_tail"
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_LAST = select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)
+_INSERT = insert(_TABLE).returning(_TABLE.c.id)
+
+
+def _transaction(session: Session) -> Any:
+    """The innermost transaction: a savepoint's rows leave the chain if it is rolled back."""
+    return session.get_nested_transaction() or session.get_transaction()
+
+
 def record(session: Session, *, action: str, school_id: int | None = None, actor_id: int | None = None,
            channel: str = "", subject: str = "", details: dict[str, Any] | None = None,
-           at: datetime | None = None) -> AuditEvent:
-    """Append one event. Never put passwords, tokens or full phone numbers in ``details``."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise appends across processes so the chain never forks.
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.exec(select(AuditEvent.hash).order_by(col(AuditEvent.id).desc()).limit(1)).first()
-    ev = AuditEvent(at=at or utcnow(),
-                    school_id=school_id, actor_id=actor_id, channel=channel, action=action,
-                    subject=subject, details=json.loads(json.dumps(details or {}, default=str)),
-                    prev_hash=last or GENESIS, hash="")
-    ev.hash = compute_hash(ev)
-    session.add(ev)
-    session.flush()
-    return ev
+           at: datetime | None = None) -> int:
+    """Append one event; returns its id. Never put passwords, tokens or full phone numbers in ``details``.
+
+    A Core insert (no ORM object: nobody uses the row as one here). The previous row's hash is read
+    once per transaction (a savepoint counts as one); later rows of the same transaction link to the
+    row it appended last."""
+    tx = _transaction(session)
+    tail = session.info.get(_TAIL)
+    if tx is not None and tail is not None and tail[0] is tx:
+        last = tail[1]
+    else:
+        if session.get_bind().dialect.name == "postgresql":
+            # Serialise appends across processes so the chain never forks.
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+        last = session.execute(_LAST).scalar() or GENESIS
+    at = at or utcnow()
+    clean = json.loads(json.dumps(details or {}, default=str))
+    digest = hashlib.sha256(_canonical_of(at, school_id, actor_id, channel, action, subject, clean, last)).hexdigest()
+    new_id = session.execute(_INSERT, {"at": at, "school_id": school_id, "actor_id": actor_id, "channel": channel,
+                                       "action": action, "subject": subject, "details": clean,
+                                       "prev_hash": last, "hash": digest}).scalar_one()
+    session.info[_TAIL] = (_transaction(session), digest)
+    return int(new_id)
 
 
 @dataclass(frozen=True, slots=True)

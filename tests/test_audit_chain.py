@@ -1,0 +1,77 @@
+"""The audit chain written by ``storage.audit.record``: rows appended in one transaction link to each
+other without reading the table again, a savepoint that is rolled back takes its rows out of the chain
+(the next row links to what is really there), separate transactions read the tail, and every row's
+hash is what ``verify`` recomputes from the stored row — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import event
+from sqlmodel import col, select
+
+from storage import audit
+from storage.models import AuditEvent
+
+
+def _chain(db) -> list[AuditEvent]:
+    return db.run_sync(lambda s: list(s.exec(select(AuditEvent).order_by(col(AuditEvent.id)))))
+
+
+def test_rows_of_one_transaction_link_and_verify(db):
+    reads: list[str] = []
+
+    def count(_c, _cur, statement, *_a) -> None:
+        if "FROM audit_event" in statement:
+            reads.append(statement)
+    event.listen(db.engine, "before_cursor_execute", count)
+
+    def three(s) -> list[int]:
+        return [audit.record(s, action="t.one", subject="a", details={"n": 1, "tên": "Đức"}),
+                audit.record(s, action="t.two", school_id=3, actor_id=7, channel="telegram",
+                             details={"when": datetime(2026, 11, 23, 2, 0, tzinfo=UTC)}),
+                audit.record(s, action="t.three", at=datetime(2026, 11, 23, 9, 0))]  # naive: taken as UTC
+    ids = db.run_sync(three)
+    event.remove(db.engine, "before_cursor_execute", count)
+    assert len(reads) == 1  # the tail is read once per transaction
+    rows = _chain(db)
+    assert [r.id for r in rows] == ids
+    assert rows[0].prev_hash == audit.GENESIS
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    assert rows[1].details == {"when": "2026-11-23 02:00:00+00:00"}
+    assert all(audit.compute_hash(r) == r.hash for r in rows)
+    assert db.run_sync(audit.verify).ok
+
+
+def test_a_rolled_back_savepoint_leaves_no_gap_in_the_chain(db):
+    def unit(s) -> None:
+        audit.record(s, action="t.before")
+        try:
+            with s.begin_nested():
+                audit.record(s, action="t.inside")
+                raise RuntimeError("undone")
+        except RuntimeError:
+            pass
+        audit.record(s, action="t.after")  # links to t.before, not to the row undone
+        with s.begin_nested():
+            audit.record(s, action="t.kept")
+        audit.record(s, action="t.last")
+    db.run_sync(unit)
+    db.run_sync(lambda s: audit.record(s, action="t.next_unit"))
+    rows = _chain(db)
+    assert [r.action for r in rows] == ["t.before", "t.after", "t.kept", "t.last", "t.next_unit"]
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    result = db.run_sync(audit.verify)
+    assert result.ok and result.checked == 5
+
+
+def test_a_changed_row_is_found(db):
+    db.run_sync(lambda s: [audit.record(s, action=f"t.{i}") for i in range(3)])
+
+    def tamper(s) -> None:
+        row = s.exec(select(AuditEvent).where(AuditEvent.action == "t.1")).one()
+        row.subject = "sửa"
+        s.add(row)
+    db.run_sync(tamper)
+    result = db.run_sync(audit.verify)
+    assert not result.ok and result.reason == "content"
