@@ -64,7 +64,7 @@ def tr(settings: Settings) -> Translator:
 
 # -- run / demo ---------------------------------------------------------------------------------
 async def _serve(settings: Settings) -> None:
-    from bot.runtime import Runtime
+    from bot.runtime import Runtime, settle_heap
 
     rt = Runtime(settings)
     loop = asyncio.get_running_loop()
@@ -75,6 +75,7 @@ async def _serve(settings: Settings) -> None:
         except NotImplementedError:  # pragma: no cover
             pass
     await rt.start()
+    settle_heap()
     t = tr(settings)
     if settings.web_chat_enabled:
         print(t.t("Web chat: http://{host}:{port}/", host=settings.web_host, port=rt.web_port), flush=True)

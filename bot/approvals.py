@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from bot.core import Button, Ctx, MessageRef, Outbound, Reply, destinations, keyboard
@@ -90,14 +91,31 @@ def delegation_valid(d: Delegation | None, on: date) -> bool:
 
 
 # -- who may decide -------------------------------------------------------------------------------
+def _stages_key(approval_id: int | None) -> tuple[str, int | None]:
+    return ("approval_stages", approval_id)
+
+
 def stages_of(session: Session, approval: Approval) -> list[ApprovalStage]:
-    return list(session.exec(select(ApprovalStage).where(ApprovalStage.approval_id == approval.id)
-                             .order_by(col(ApprovalStage.idx))))
+    """The approval's stages in order, read once per unit of work.
+
+    The list is kept in ``Session.info``: its objects are the session's own (the identity map would
+    hand back the same objects, with the same attribute values, from a second query), so changes
+    made through them are seen; only :func:`request` creates stages, and it fills the list itself."""
+    key = _stages_key(approval.id)
+    cached = session.info.get(key)
+    if cached is None:
+        cached = list(session.exec(select(ApprovalStage).where(ApprovalStage.approval_id == approval.id)
+                                   .order_by(col(ApprovalStage.idx))))
+        session.info[key] = cached
+    return list(cached)
+
+
+def _forget_stages(session: Session, approval: Approval) -> None:
+    session.info.pop(_stages_key(approval.id), None)
 
 
 def current_stage(session: Session, approval: Approval) -> ApprovalStage | None:
-    return session.exec(select(ApprovalStage).where(ApprovalStage.approval_id == approval.id,
-                                                    ApprovalStage.idx == approval.current_stage)).first()
+    return next((st for st in stages_of(session, approval) if st.idx == approval.current_stage), None)
 
 
 def stage_approvers(session: Session, approval: Approval, stage: ApprovalStage) -> list[Person]:
@@ -261,9 +279,12 @@ def request(ctx: Ctx, *, kind: str, subject: str, title: str, fields: Sequence[t
                   title=title, fields=[[label, value] for label, value in fields], created_at=ctx.now)
     ctx.session.add(ap)
     ctx.session.flush()
-    for i, spec in enumerate(stages):
-        ctx.session.add(ApprovalStage(approval_id=ap.id or 0, idx=i, role=spec.role, person_id=spec.person_id))
+    made = [ApprovalStage(approval_id=ap.id or 0, idx=i, role=spec.role, person_id=spec.person_id)
+            for i, spec in enumerate(stages)]
+    made[0].status, made[0].started_at = StageStatus.PENDING, ctx.now  # opened below (_activate)
+    ctx.session.add_all(made)
     ctx.session.flush()
+    ctx.session.info[_stages_key(ap.id)] = made
     ctx.audit("approval.requested", f"approval:{ap.id}", kind=kind, subject=subject,
               stages=[s.role or f"person:{s.person_id}" for s in stages], requester=requester.id)
     _activate(ctx, ap)
@@ -362,8 +383,12 @@ def decide(ctx: Ctx, approval_id: int, approve: bool, note: str = "") -> list[Re
         .execution_options(synchronize_session=False))
     if res.rowcount != 1:  # type: ignore[attr-defined]
         ctx.session.expire_all()  # another approver won: read what they wrote, not our cached rows
+        _forget_stages(ctx.session, ap)
         return [_already(ctx, ap)]
-    ctx.session.refresh(stage)
+    # What the update wrote, without reading it back (the row is ours until the commit).
+    for key, value in (("status", new), ("decided_by", person.id), ("decided_at", ctx.now),
+                       ("by_delegation", by_delegation), ("note", note[:1000])):
+        set_committed_value(stage, key, value)
     ctx.audit("approval.decided", f"approval:{ap.id}", stage=stage.idx, decision=new, by_delegation=by_delegation,
               note=note[:1000], kind=ap.kind, subject=ap.subject)
     stages = stages_of(ctx.session, ap)
@@ -382,11 +407,15 @@ def decide(ctx: Ctx, approval_id: int, approve: bool, note: str = "") -> list[Re
                 id=ap.id, title=tr.t(ap.title), name=person.full_name)))
         return replies
     final = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
-    ctx.session.execute(update(Approval).where(col(Approval.id) == ap.id,
-                                               col(Approval.status) == ApprovalStatus.PENDING)
-                        .values(status=final, decided_at=ctx.now, decided_by=person.id)
-                        .execution_options(synchronize_session=False))
-    ctx.session.refresh(ap)
+    done = ctx.session.execute(update(Approval).where(col(Approval.id) == ap.id,
+                                                      col(Approval.status) == ApprovalStatus.PENDING)
+                               .values(status=final, decided_at=ctx.now, decided_by=person.id)
+                               .execution_options(synchronize_session=False))
+    if done.rowcount == 1:  # type: ignore[attr-defined]
+        for key, value in (("status", final), ("decided_at", ctx.now), ("decided_by", person.id)):
+            set_committed_value(ap, key, value)
+    else:  # cancelled meanwhile (the stage was still open): show what is there
+        ctx.session.refresh(ap)
     refresh_cards(ctx, ap)
     if approve:
         replies.append(Reply(ctx.t("✅ You approved request #{id}.", id=ap.id)))

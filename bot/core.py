@@ -528,8 +528,9 @@ class Sender:
             return []
         now = utcnow()  # a lease in real time, whatever the business clock says
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
-        # A Core insert (no ORM unit of work: these rows are never used as objects here).
-        result = s.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+        # A Core insert (no ORM unit of work: these rows are never used as objects here), one
+        # statement for all rows: the ids only say which rows to delete once sent, in any order.
+        result = s.execute(insert(table).returning(table.c.id),
                            [{"channel": o.channel, "chat_id": o.chat_id, "person_id": o.person_id,
                              "payload": reply_to_payload(o.reply), "claimed_at": now, "attempts": 0}
                             for o in keep])

@@ -1,7 +1,7 @@
-"""The audit chain written by ``storage.audit.record``: rows appended in one transaction link to each
-other without reading the table again, a savepoint that is rolled back takes its rows out of the chain
-(the next row links to what is really there), separate transactions read the tail, and every row's
-hash is what ``verify`` recomputes from the stored row — on SQLite and PostgreSQL."""
+"""The audit chain written by ``storage.audit.record``: events are written when their transaction
+commits (the chain's tail read once, all of them in one insert), linked in the order recorded; a
+savepoint or a unit that is rolled back takes its events out (the next row links to what is really
+there); every row's hash is what ``verify`` recomputes from the stored row — SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,20 +22,21 @@ def test_rows_of_one_transaction_link_and_verify(db):
     reads: list[str] = []
 
     def count(_c, _cur, statement, *_a) -> None:
-        if "FROM audit_event" in statement:
+        if "audit_event" in statement:
             reads.append(statement)
     event.listen(db.engine, "before_cursor_execute", count)
 
-    def three(s) -> list[int]:
-        return [audit.record(s, action="t.one", subject="a", details={"n": 1, "tên": "Đức"}),
-                audit.record(s, action="t.two", school_id=3, actor_id=7, channel="telegram",
-                             details={"when": datetime(2026, 11, 23, 2, 0, tzinfo=UTC)}),
-                audit.record(s, action="t.three", at=datetime(2026, 11, 23, 9, 0))]  # naive: taken as UTC
-    ids = db.run_sync(three)
+    def three(s) -> None:
+        audit.record(s, action="t.one", subject="a", details={"n": 1, "tên": "Đức"})
+        audit.record(s, action="t.two", school_id=3, actor_id=7, channel="telegram",
+                     details={"when": datetime(2026, 11, 23, 2, 0, tzinfo=UTC)})
+        audit.record(s, action="t.three", at=datetime(2026, 11, 23, 9, 0))  # naive: taken as UTC
+        assert not reads  # nothing written before the commit
+    db.run_sync(three)
     event.remove(db.engine, "before_cursor_execute", count)
-    assert len(reads) == 1  # the tail is read once per transaction
+    assert len(reads) == 2  # at the commit: the tail read once, one insert for the three
     rows = _chain(db)
-    assert [r.id for r in rows] == ids
+    assert [r.action for r in rows] == ["t.one", "t.two", "t.three"]
     assert rows[0].prev_hash == audit.GENESIS
     assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
     assert rows[1].details == {"when": "2026-11-23 02:00:00+00:00"}
@@ -63,6 +64,22 @@ def test_a_rolled_back_savepoint_leaves_no_gap_in_the_chain(db):
     assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
     result = db.run_sync(audit.verify)
     assert result.ok and result.checked == 5
+
+
+def test_a_failed_unit_leaves_no_event_and_a_read_sees_the_units_own(db):
+    def failing(s) -> None:
+        audit.record(s, action="t.lost")
+        raise RuntimeError("the unit fails")
+    try:
+        db.run_sync(failing)
+    except RuntimeError:
+        pass
+
+    def reads_own(s) -> list[str]:
+        audit.record(s, action="t.mine")
+        return [e.action for e in audit.events(s)]  # written before it is read
+    assert db.run_sync(reads_own) == ["t.mine"]
+    assert [r.action for r in _chain(db)] == ["t.mine"] and db.run_sync(audit.verify).ok
 
 
 def test_a_changed_row_is_found(db):

@@ -72,7 +72,7 @@ def counters() -> dict[str, Any]:
 async def run_ours(args: argparse.Namespace) -> None:
     from bot.channels.telegram import TelegramChannel
     from bot.config import load_settings
-    from bot.runtime import Runtime
+    from bot.runtime import Runtime, settle_heap
 
     base = f"http://127.0.0.1:{args.api_port}"
     settings = load_settings(
@@ -91,7 +91,7 @@ async def run_ours(args: argparse.Namespace) -> None:
     rt.services.extras.pop("runtime", None)  # no clip extraction: see the module docstring
     logging.getLogger("bot.flows.footage").setLevel(logging.ERROR)  # its "will not be extracted" warning
     await rt.start(scheduler=args.scheduler)
-    gc.collect()
+    settle_heap()  # as main.py run does
     say({"ready": True, "pid": os.getpid(), "memory_kb": memory_kb(), "web_port": rt.web_port, **counters()})
     profiler = _profiler(args)
     try:
