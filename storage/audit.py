@@ -80,6 +80,7 @@ def write_pending(session: Session) -> int:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return 0
+    session.flush()  # the unit's own changes first: the lock below is held from here to the commit
     if session.get_bind().dialect.name == "postgresql":
         # Serialise appends across processes so the chain never forks; held until the commit.
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})

@@ -310,16 +310,17 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
         if p99_lim:
             print(f"  {db:<10} at {args.rate:g} updates/s offered, with the production AIORateLimiter (30 msg/s): "
                   f"kept up with {med(rate_lim):.1f}/s, p99 {med(p99_lim):.1f} ms")
-    by_step: dict[str, list[tuple[float, float]]] = {}
-    for r in results:
-        if r["phase"].startswith("ours/") and r["phase"].endswith("/rate"):
-            for label, s in r["by_step_ms"].items():
-                by_step.setdefault(label, []).append((s["p50"], s["p99"]))
-    if by_step and args.verbose:
-        print("  ours at the fixed rate, p50 / p99 by step (ms, median over runs):")
-        for label, xs in by_step.items():
-            print(f"    {label:<28} {statistics.median(x[0] for x in xs):7.1f} "
-                  f"{statistics.median(x[1] for x in xs):7.1f}")
+    for db in dbs:
+        by_step: dict[str, list[tuple[float, float]]] = {}
+        for r in results:
+            if r["phase"] == f"ours/{db}/rate":
+                for label, s in r["by_step_ms"].items():
+                    by_step.setdefault(label, []).append((s["p50"], s["p99"]))
+        if by_step and args.verbose:
+            print(f"  {db}: ours at the fixed rate, p50 / p99 by step (ms, median over repeats):")
+            for label, xs in by_step.items():
+                print(f"    {label:<28} {statistics.median(x[0] for x in xs):7.1f} "
+                      f"{statistics.median(x[1] for x in xs):7.1f}")
 
 
 def main() -> int:
