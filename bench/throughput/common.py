@@ -195,6 +195,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL server process on this machine (Linux /proc): each process's own
+    and, for the postmaster, that of the backends it has reaped (connections that ended). Compare two
+    readings; other databases' work counts too."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        if name != "postgres":
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
 def memory_kb(pid: int | str = "self") -> dict[str, int]:
     """VmRSS / VmHWM / RssAnon ... of a process, in kB (Linux /proc)."""
     out: dict[str, int] = {}

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     count_rows,
     cpu_seconds,
     machine,
+    postgres_cpu_seconds,
     seed,
 )
 
@@ -142,6 +143,7 @@ class Bench:
         fake_pid = self.fake.pid
         try:
             cpu0 = (cpu_seconds(bot_pid), cpu_seconds(fake_pid))
+            pg0 = postgres_cpu_seconds() if ph.db == "postgresql" else 0.0
             t0 = time.perf_counter()
             plan = {"scenario": ph.bot, "teachers": teachers, "principals": principals, "count": count,
                     "warmup": a.warmup, "rate": rate, "step_timeout": a.step_timeout,
@@ -149,6 +151,8 @@ class Bench:
             fig = await self.control("/run", plan)
             wall = time.perf_counter() - t0
             cpu1 = (cpu_seconds(bot_pid), cpu_seconds(fake_pid))
+            if ph.db == "postgresql":
+                fig["pg_server_cpu_ms_per_update"] = (postgres_cpu_seconds() - pg0) * 1000 / max(1, fig["sent"])
         finally:
             stopped = await bot.stop()
         sent = max(1, fig["sent"])
@@ -186,6 +190,8 @@ def fmt(fig: dict[str, Any]) -> str:
     if "db_units_per_update" in fig:
         extra.append(f"db: {fig['db_units_per_update']:.2f} units/u, {fig['sql_per_update']:.1f} SQL/u, "
                      f"{fig['db_unit_cpu_ms_per_update']:.2f} ms CPU/u")
+    if "pg_server_cpu_ms_per_update" in fig:
+        extra.append(f"PostgreSQL server {fig['pg_server_cpu_ms_per_update']:.2f} ms CPU/u")
     if fig.get("taps"):
         extra.append(f"cards edited {fig['card_edits']}/{fig['taps']}")
     if fig.get("skipped_ticks"):
