@@ -138,17 +138,25 @@ def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | 
     return None
 
 
+def _read_moov(path: Path) -> tuple[bytes, bool, int, int, int] | None:
+    """(the ``moov`` box's bytes, whether it comes before the media data, file size, its body's start and end)."""
+    found = _find_moov(path)
+    if found is None:
+        return None
+    moov, first, file_size = found
+    top = _boxes(moov, 0, len(moov))
+    if not top or top[0][0] != b"moov":
+        return None
+    return moov, first, file_size, top[0][1], top[0][2]
+
+
 def mp4_info(path: str | Path) -> Mp4Info | None:
     """The clip's facts, or None when the file is not a plain MP4 this reader understands."""
     try:
-        found = _find_moov(Path(path))
-        if found is None:
+        read = _read_moov(Path(path))
+        if read is None:
             return None
-        moov, first, _ = found
-        top = _boxes(moov, 0, len(moov))
-        if not top or top[0][0] != b"moov":
-            return None
-        _, ms, me = top[0]
+        moov, first, _, ms, me = read
         mvhd = _child(moov, ms, me, b"mvhd")
         if mvhd is None:
             return None
@@ -182,20 +190,17 @@ def mp4_info(path: str | Path) -> Mp4Info | None:
 def moov_summary(path: str | Path) -> MoovSummary | None:
     """Size, sample count and sample descriptions of a file's ``moov``; None when not understood."""
     try:
-        found = _find_moov(Path(path))
-        if found is None:
+        read = _read_moov(Path(path))
+        if read is None:
             return None
-        moov, first, file_size = found
-        top = _boxes(moov, 0, len(moov))
-        if not top or top[0][0] != b"moov":
-            return None
+        moov, first, file_size, ms, me = read
         samples = tables = 0
         configs: list[bytes] = []
-        mvhd = _child(moov, top[0][1], top[0][2], b"mvhd")
+        mvhd = _child(moov, ms, me, b"mvhd")
         movie_scale = _time_fields(moov, mvhd[0])[0] if mvhd is not None else 0
         key_times: tuple[float, ...] = ()
         video_start = 0.0
-        for kind, ts, te in _boxes(moov, top[0][1], top[0][2]):
+        for kind, ts, te in _boxes(moov, ms, me):
             if kind != b"trak":
                 continue
             stbl = _path(moov, ts, te, (b"mdia", b"minf", b"stbl"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session
 
@@ -59,3 +63,22 @@ def make_person(s: Session, school: School, name: str, roles: list[str], phone: 
     if link:
         link_identity(s, person=p, channel=channel, external_id=link, chat_id=link)
     return p
+
+
+@asynccontextmanager
+async def recording_runtime(settings: Any, clock: Any, seed: Callable[[Session], None]) -> AsyncIterator[Any]:
+    """A migrated, seeded :class:`bot.runtime.Runtime` (not started) whose messages go to a
+    :class:`RecordingChannel` (``runtime.test_channel``); background jobs are drained at the end."""
+    from bot.runtime import Runtime
+
+    runtime = Runtime(settings, clock=clock)
+    ch = RecordingChannel()
+    runtime.sender.register(ch)
+    await asyncio.to_thread(runtime.db.migrate)
+    runtime.db.run_sync(seed)
+    runtime.test_channel = ch  # type: ignore[attr-defined]
+    try:
+        yield runtime
+        await runtime.dispatcher.drain()
+    finally:
+        runtime.db.dispose()

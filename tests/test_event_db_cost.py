@@ -4,7 +4,6 @@ is written at most once a minute, and an idle pooled PostgreSQL connection that 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -14,23 +13,16 @@ from sqlmodel import select
 from bot.core import Inbound
 from bot.runtime import Runtime
 from storage.models import ChannelIdentity, ProcessedUpdate
-from tests.helpers import RecordingChannel, inbound, make_person, make_school
+from tests.helpers import inbound, make_person, make_school, recording_runtime
 
 
 @pytest.fixture
 async def rt(settings, clock):
-    runtime = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    runtime.sender.register(ch)
-    await asyncio.to_thread(runtime.db.migrate)
-    runtime.test_channel = ch  # type: ignore[attr-defined]
-
     def seed(s):
         school = make_school(s)
         make_person(s, school, "Trần Văn Đức", ["principal"], phone="+84987654321", link="900")
-    runtime.db.run_sync(seed)
-    yield runtime
-    runtime.db.dispose()
+    async with recording_runtime(settings, clock, seed) as runtime:
+        yield runtime
 
 
 def _statements(rt: Runtime) -> list[str]:

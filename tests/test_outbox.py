@@ -13,24 +13,16 @@ from sqlmodel import select
 from bot.core import Button, MessageRef, Outbound, OutFile, Reply, Sender, payload_to_reply, reply_to_payload
 from bot.runtime import Runtime
 from storage.models import OutboxMessage, SentMessage, utcnow
-from tests.helpers import RecordingChannel, inbound, make_person, make_school
+from tests.helpers import RecordingChannel, inbound, make_person, make_school, recording_runtime
 
 
 @pytest.fixture
 async def rt(settings, clock):
-    runtime = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    runtime.sender.register(ch)
-    await asyncio.to_thread(runtime.db.migrate)
-
     def seed(s):
         school = make_school(s)
         make_person(s, school, "Nguyễn Thị Vân", ["teacher"], link="t1")
-    runtime.db.run_sync(seed)
-    runtime.test_channel = ch  # type: ignore[attr-defined]
-    yield runtime
-    await runtime.dispatcher.drain()
-    runtime.db.dispose()
+    async with recording_runtime(settings, clock, seed) as runtime:
+        yield runtime
 
 
 def rows(rt: Runtime) -> list[OutboxMessage]:
