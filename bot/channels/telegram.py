@@ -83,6 +83,7 @@ SPLIT_AT = 4000  # raw HTML, counted in UTF-16 units: always under the limit onc
 CAPTION_LIMIT = 1024
 PHOTO_UPLOAD_LIMIT = 10 * 1024 * 1024  # larger pictures go as documents
 POLL_TIMEOUT = 25
+TIMEOUTS = {"connect": 10.0, "read": 20.0, "write": 30.0, "media_write": 180.0}  # seconds, Bot API calls
 BATCH_WAIT = 0.5  # seconds a batch may keep the next getUpdates waiting
 WEBHOOK_WAIT = 20.0  # seconds a webhook request waits for its update to be handled
 ALLOWED_UPDATES = ["message", "callback_query"]
@@ -320,13 +321,14 @@ class TelegramChannel:
                    .base_file_url(self.settings.telegram_base_file_url)
                    .rate_limiter(AIORateLimiter(max_retries=0))
                    .updater(None))  # we poll ourselves: see _poll
-        if getattr(self.settings, "telegram_http_client", "aiohttp") == "httpx":  # python-telegram-bot's own
-            builder = (builder.connect_timeout(10).read_timeout(20).write_timeout(30).media_write_timeout(180)
-                       .get_updates_read_timeout(POLL_TIMEOUT + 10))
+        t = TIMEOUTS
+        if self.settings.telegram_http_client == "httpx":  # python-telegram-bot's own
+            builder = (builder.connect_timeout(t["connect"]).read_timeout(t["read"]).write_timeout(t["write"])
+                       .media_write_timeout(t["media_write"]).get_updates_read_timeout(POLL_TIMEOUT + 10))
         else:  # the same timeouts over aiohttp: a request costs a fraction of the CPU (telegram_http.py)
-            builder = (builder.request(AiohttpRequest(connect_timeout=10, read_timeout=20, write_timeout=30,
-                                                      media_write_timeout=180))
-                       .get_updates_request(AiohttpRequest(connection_pool_size=1, connect_timeout=10,
+            builder = (builder.request(AiohttpRequest(connect_timeout=t["connect"], read_timeout=t["read"],
+                                                      write_timeout=t["write"], media_write_timeout=t["media_write"]))
+                       .get_updates_request(AiohttpRequest(connection_pool_size=1, connect_timeout=t["connect"],
                                                            read_timeout=POLL_TIMEOUT + 10)))
         self.app: Application = builder.build()  # type: ignore[type-arg]
         self.concurrency = self.settings.telegram_concurrent_updates
