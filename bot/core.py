@@ -626,6 +626,18 @@ class Sender:
                 self._schedule_flush()
         self._flusher = loop.call_later(self.FLUSH_DELAY, start)
 
+    async def close(self) -> None:
+        """At shutdown: the batch in progress finishes, then what is left is deleted now."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if self._flushing is not None and not self._flushing.done():
+            await asyncio.wait([self._flushing])
+        await self.flush()
+        if self._flusher is not None:  # a failed delete rescheduled itself: the next start sends again
+            self._flusher.cancel()
+            self._flusher = None
+
     async def flush(self) -> None:
         """Delete the outbox rows whose messages went out (tests and shutdown call it directly)."""
         rows = self._take_sent_rows()
@@ -919,8 +931,9 @@ class Dispatcher:
         if ident is not None and person is not None:
             # Written at most once a minute (an UPDATE per event otherwise); who reads it — the
             # choice of destination, Zalo's reply window — can live with a minute of staleness.
+            # A time ahead of the clock (set before the clock was put back) is corrected, not kept.
             seen = ident.last_seen_at
-            if seen is None or ident.chat_id != msg.chat_id or ctx.now - seen >= self.LAST_SEEN_EVERY:
+            if seen is None or ident.chat_id != msg.chat_id or abs(ctx.now - seen) >= self.LAST_SEEN_EVERY:
                 ident.last_seen_at = ctx.now
                 ident.chat_id = msg.chat_id
             for hook in reg.person_seen_hooks:

@@ -145,10 +145,10 @@ class Runtime:
             await self._runner.cleanup()
             self._runner = None
         try:
-            await self.sender.flush()  # forget the outbox rows already sent
+            await self.sender.close()  # forget the outbox rows already sent
         except Exception:
             log.exception("clearing the outbox failed (its messages may be sent again at the next start)")
-        await asyncio.to_thread(self.db.dispose)
+        await self.db.aclose()
         self._stopped.set()
 
     async def run_forever(self) -> None:

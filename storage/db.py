@@ -1,9 +1,17 @@
 """Engine, sessions and migrations.
 
-Work on the database is done in short synchronous units — one session per event — run in a
-worker thread so the event loop stays free. SQLite (the embedded default, WAL mode) allows one
-writer, so units are serialised in-process; PostgreSQL runs them concurrently and relies on
-row-level conditional updates where it matters."""
+Work on the database is done in short synchronous units — one session per event, plain SQLAlchemy /
+SQLModel code. How a unit runs depends on the database, never on the unit:
+
+* **SQLite** (the embedded default, WAL mode) allows one writer, so units are serialised in-process;
+  a unit runs on the event loop when the write lock is free, in a worker thread when another
+  process holds the file (see :class:`Database`).
+* **PostgreSQL** runs units concurrently on the event loop itself, over psycopg's asyncio
+  connection: SQLAlchemy's asyncio extension runs the unit's synchronous code in a greenlet and
+  suspends it at every round trip to the server, so the loop serves other updates meanwhile. No
+  thread per unit: a hand-off to a worker thread (executor queue, waking the loop, the GIL taken
+  in turns) cost more CPU than the unit's own statements, and under load the executor's queue was
+  where the latency tail grew. Row-level conditional updates decide races, as before."""
 
 from __future__ import annotations
 
@@ -14,13 +22,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +43,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 PING_IDLE_AFTER = 30.0
 #: and none is kept longer than this (server-side idle timeouts, load balancers)
 RECYCLE_AFTER = 1800
+#: PostgreSQL connections for units on the event loop (per process): beyond them a unit waits its
+#: turn on the loop (no thread is blocked). The synchronous engine (CLI commands, migrations, the
+#: scheduler's and the clip cutter's lock connections, tests) keeps a small pool of its own.
+ASYNC_POOL_SIZE = 10
+ASYNC_MAX_OVERFLOW = 10
 
 
 def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -45,7 +62,7 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
         cur.close()
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -56,8 +73,24 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, **kwargs)
         _sqlite_pragmas(engine, busy_timeout_ms=30000)
         return engine
-    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=RECYCLE_AFTER)
+    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=10, pool_recycle=RECYCLE_AFTER)
     _ping_idle_connections(engine)
+    return engine
+
+
+def async_url(url: str) -> str:
+    """The same PostgreSQL server through psycopg's asyncio driver."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql+psycopg_async").render_as_string(hide_password=False)
+
+
+def _make_async_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(async_url(url), echo=echo, pool_size=ASYNC_POOL_SIZE,
+                                 max_overflow=ASYNC_MAX_OVERFLOW, pool_recycle=RECYCLE_AFTER)
+    _ping_idle_connections(engine.sync_engine)  # the ping runs in the unit's greenlet, like its statements
     return engine
 
 
@@ -107,27 +140,81 @@ def _busy(exc: OperationalError) -> bool:
 
 
 class Database:
-    """Owns the engine; hands out sessions; runs units of work.
+    """Owns the engines; hands out sessions; runs units of work.
 
-    On PostgreSQL units run in worker threads, concurrently. On an SQLite file, where units are
-    serialised anyway (one writer), a unit runs directly on the event loop when the write lock is
-    free: handing it to a thread costs more than most units (the executor, waking the loop, the two
-    threads taking turns with the GIL). If another *process* holds the database (a CLI command, a
-    backup), the inline attempt fails at once (``busy_timeout`` 0 on its own connection), is rolled
-    back and the unit runs again in a thread that waits for the lock, so the loop is never blocked
-    waiting for another process. Units must therefore be safe to run again after a rollback (they
-    only touch their session and objects they create)."""
+    On an SQLite file, where units are serialised anyway (one writer), a unit runs directly on the
+    event loop when the write lock is free: handing it to a thread costs more than most units (the
+    executor, waking the loop, the two threads taking turns with the GIL). If another *process*
+    holds the database (a CLI command, a backup), the inline attempt fails at once (``busy_timeout``
+    0 on its own connection), is rolled back and the unit runs again in a thread that waits for the
+    lock, so the loop is never blocked waiting for another process. Units must therefore be safe to
+    run again after a rollback (they only touch their session and objects they create).
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    On PostgreSQL (``async_units``, the default) units run concurrently on the event loop over
+    psycopg's asyncio connections (see the module docstring); ``async_units=False`` runs them in
+    worker threads instead (kept for comparison in ``bench/throughput``). The asyncio engine belongs
+    to the loop it was made on: a unit run from another loop (each test has its own) gets a fresh one.
+
+    Either way a unit's CPU-bound work (building a spreadsheet, say) holds the loop while it runs;
+    its waits for the database do not on PostgreSQL."""
+
+    def __init__(self, url: str, *, echo: bool = False, async_units: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo)
+        self.echo = echo
+        is_sqlite = url.startswith("sqlite")
+        # the synchronous engine is for work outside the loop when units have an engine of their own
+        self.async_units = async_units and not is_sqlite
+        self.engine = make_engine(url, echo=echo, **({"pool_size": 5} if self.async_units else {}))
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._inline_engine = _inline_engine(url, echo=echo) if self.is_sqlite else None
         self._local = threading.local()
+        self._async_engine: AsyncEngine | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[tuple[str, Callable[..., Any]]] = []
         self.inline_units = 0
         self.thread_units = 0
+        self.async_units_run = 0
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
 
+    # -- engines -------------------------------------------------------------------------------
+    def engines(self) -> list[Engine]:
+        """Every engine units run on now (for event listeners: statement counts in tests and benchmarks)."""
+        out = [self.engine]
+        if self._inline_engine is not None:
+            out.append(self._inline_engine)
+        if self._async_engine is not None:
+            out.append(self._async_engine.sync_engine)
+        return out
+
+    def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
+        """``sqlalchemy.event.listen`` on every engine of this database, present and future."""
+        self._listeners.append((identifier, fn))
+        for engine in self.engines():
+            event.listen(engine, identifier, fn)
+
+    def unlisten(self, identifier: str, fn: Callable[..., Any]) -> None:
+        self._listeners.remove((identifier, fn))
+        for engine in self.engines():
+            if event.contains(engine, identifier, fn):
+                event.remove(engine, identifier, fn)
+
+    def _loop_engine(self) -> AsyncEngine:
+        loop = asyncio.get_running_loop()
+        if self._async_engine is None or self._async_loop is not loop:
+            if self._async_engine is not None:
+                # made on a loop that is gone (tests): its connections cannot be closed from here;
+                # dereferenced, psycopg closes them when they are collected
+                self._async_engine.sync_engine.dispose(close=False)
+            self._async_engine = _make_async_engine(self.url, echo=self.echo)
+            self._async_loop = loop
+            self._in_flight = 0  # units of the old loop never finish
+            for identifier, fn in self._listeners:
+                event.listen(self._async_engine.sync_engine, identifier, fn)
+        return self._async_engine
+
+    # -- units ---------------------------------------------------------------------------------
     @contextmanager
     def session(self, engine: Engine | None = None) -> Iterator[Session]:
         """A session that commits on success and rolls back on error."""
@@ -140,6 +227,7 @@ class Database:
                 raise
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` as one committed unit in this thread (CLI commands, imports, tests)."""
         if getattr(self._local, "inline", False):  # from run(): the write lock is already held
             with self.session(self._inline_engine) as s:
                 return fn(s)
@@ -150,8 +238,10 @@ class Database:
             return fn(s)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn(session)`` as one committed unit, off the event loop unless it is cheaper on it
-        (see the class docstring)."""
+        """Run ``fn(session)`` as one committed unit without blocking the loop on another process or
+        on the server (see the class docstring)."""
+        if self.async_units:
+            return await self._run_async(fn)
         lock = self._write_lock
         if self._inline_engine is not None and lock is not None and lock.acquire(blocking=False):
             self._local.inline = True
@@ -169,13 +259,75 @@ class Database:
         self.thread_units += 1
         return await asyncio.to_thread(self.run_sync, fn)
 
+    async def _run_async(self, fn: Callable[[Session], T]) -> T:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        session = AsyncSession(self._loop_engine(), expire_on_commit=False, sync_session_class=Session)
+        self.async_units_run += 1
+        self._in_flight += 1
+        try:
+            # One greenlet for the unit, its commit and the connection's return: the unit's code is
+            # the same synchronous code as everywhere else; every statement suspends it until the answer.
+            return await session.run_sync(_unit, fn)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def wait_idle(self, limit: float) -> bool:
+        """Wait up to ``limit`` s for the units on the loop to finish; whether they all did."""
+        if not self._in_flight:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), limit)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+
     def migrate(self) -> None:
         migrate(self.engine)
+
+    #: at shutdown, how long the units still running may take before their connections are closed
+    CLOSE_WAIT = 10.0
+
+    async def aclose(self) -> None:
+        """Close every connection (from the loop the units ran on), once the units in flight are done:
+        a connection closed under a running unit would only roll it back."""
+        engine = self._async_engine
+        if engine is not None:
+            if self._async_loop is asyncio.get_running_loop():
+                if not await self.wait_idle(self.CLOSE_WAIT):
+                    log.warning("closing the database with %s unit(s) still running", self._in_flight)
+                self._async_engine = None
+                await engine.dispose()
+            else:
+                self._async_engine = None
+                engine.sync_engine.dispose(close=False)
+        await asyncio.to_thread(self.dispose)
 
     def dispose(self) -> None:
         self.engine.dispose()
         if self._inline_engine is not None:
             self._inline_engine.dispose()
+        if self._async_engine is not None:  # not from its loop: see _loop_engine
+            self._async_engine.sync_engine.dispose(close=False)
+            self._async_engine = None
+
+
+def _unit(s: OrmSession, fn: Callable[[Session], T]) -> T:
+    """The whole unit inside its greenlet (``s`` is a SQLModel session: ``sync_session_class``)."""
+    try:
+        result = fn(cast(Session, s))
+        s.commit()
+        return result
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()
 
 
 def alembic_config(engine: Engine) -> Any:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -19,8 +20,11 @@ if PG_BASE_URL.startswith("postgresql://"):
     PG_BASE_URL = "postgresql+psycopg://" + PG_BASE_URL[len("postgresql://"):]
 # Each test session works in its own schema, so parallel runs on one server never collide.
 PG_SCHEMA = f"t_{os.getpid()}"
-PG_URL = (PG_BASE_URL + ("&" if "?" in PG_BASE_URL else "?") + f"options=-csearch_path%3D{PG_SCHEMA}"
-          if PG_BASE_URL else "")
+# application_name marks this run's connections (see _reset_pg)
+PG_URL = (PG_BASE_URL + ("&" if "?" in PG_BASE_URL else "?")
+          + f"options=-csearch_path%3D{PG_SCHEMA}&application_name={PG_SCHEMA}" if PG_BASE_URL else "")
+#: tests after which a connection of this run was left inside a transaction (reported at the end)
+PG_LEFT_OPEN: list[str] = []
 
 _pg_migrated = False
 
@@ -40,6 +44,12 @@ def _pg_schema_cleanup() -> Iterator[None]:
 def _reset_pg(db: Database) -> None:
     global _pg_migrated
     with db.engine.begin() as conn:
+        # A unit left suspended when an earlier test's event loop closed (a background task never
+        # awaited) keeps its transaction, and its locks, until the process ends: end it, and say so.
+        left = conn.execute(text(
+            "SELECT pg_terminate_backend(pid), left(query, 80) FROM pg_stat_activity WHERE application_name = :me "
+            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"), {"me": PG_SCHEMA}).all()
+        PG_LEFT_OPEN.extend(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}: {q}" for _, q in left)
         if not _pg_migrated:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{PG_SCHEMA}" CASCADE'))
             conn.execute(text(f'CREATE SCHEMA "{PG_SCHEMA}"'))
@@ -110,3 +120,10 @@ class FixedClock:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if PG_LEFT_OPEN:
+        terminalreporter.section("PostgreSQL connections left inside a transaction (ended before the next test)")
+        for line in PG_LEFT_OPEN:
+            terminalreporter.line(line)

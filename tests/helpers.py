@@ -81,4 +81,4 @@ async def recording_runtime(settings: Any, clock: Any, seed: Callable[[Session],
         yield runtime
         await runtime.dispatcher.drain()
     finally:
-        runtime.db.dispose()
+        await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close

@@ -508,4 +508,4 @@ async def test_owner_only_on_zalo_gets_no_password(settings, clock):
         assert ev[0].details["delivered"] == "in_person"
     finally:
         await rt.dispatcher.drain()
-        rt.db.dispose()
+        await rt.stop()  # the outbox clean-up and the units in flight finish, connections close

@@ -53,7 +53,7 @@ async def env(settings, clock):
     ids = rt.db.run_sync(seed)
     yield rt, ch, ids, clock
     await rt.dispatcher.drain()
-    rt.db.dispose()
+    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 def _request(rt: Runtime, requester_id: int, stages: list[StageSpec], title: str = "Footage request") -> int:
@@ -259,7 +259,7 @@ async def test_reminder_then_escalation_once_across_restart(settings, env):
     assert [o for o in ch2.sent if o.chat_id == "p1" and o.reply.buttons]
     await rt2.dispatcher.handle(inbound("p1", payload=f"ap:{ap}:ok"))  # the escalated-to may decide
     assert status(rt2, ap) == "approved"
-    rt2.db.dispose()
+    await rt2.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 async def test_pending_list_oldest_first(env):

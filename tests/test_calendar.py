@@ -134,7 +134,7 @@ async def rt(settings, clock):
     ids = runtime.db.run_sync(seed)
     yield runtime, ch, ids, clock
     await runtime.dispatcher.drain()
-    runtime.db.dispose()
+    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 async def tick(runtime: Runtime) -> None:
@@ -300,7 +300,7 @@ async def test_closed_zalo_window_holds_the_notice_until_they_write(settings, cl
     await runtime.dispatcher.drain()
     assert [o.reply.text for o in zalo.sent].count("held-test") == 1
     assert runtime.db.run_sync(lambda s: s.exec(select(Notice)).one().status) == "sent"
-    runtime.db.dispose()
+    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 # -- /lich through the real python-telegram-bot -----------------------------------------------------

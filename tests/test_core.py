@@ -31,7 +31,7 @@ async def rt(settings, clock):
     runtime, ch = await _runtime(settings, clock)
     runtime.test_channel = ch  # type: ignore[attr-defined]
     yield runtime
-    runtime.db.dispose()
+    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 def _seed(rt: Runtime) -> dict[str, int]:
@@ -89,7 +89,7 @@ async def test_profile_flow_resumes_after_restart(settings, clock):
     _seed(rt1)
     await rt1.dispatcher.handle(inbound("900", command="hoso"))
     await rt1.dispatcher.handle(inbound("900", payload="c:email"))
-    rt1.db.dispose()
+    await rt1.stop()  # the outbox clean-up and the units in flight finish, connections close
     # A new process: same database, new dispatcher.
     rt2, ch2 = await _runtime(settings, clock)
     await rt2.dispatcher.handle(inbound("900", text="not an email"))
@@ -100,7 +100,7 @@ async def test_profile_flow_resumes_after_restart(settings, clock):
     await rt2.dispatcher.handle(inbound("900", payload="c:done"))
     conv = rt2.db.run_sync(lambda s: s.exec(select(Conversation)).one())
     assert conv.flow is None
-    rt2.db.dispose()
+    await rt2.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 async def test_cancel_and_forged_payload(rt):

@@ -50,7 +50,7 @@ async def env(settings, clock):
     ids = rt.db.run_sync(seed)
     yield rt, ch, ids, clock
     await rt.dispatcher.drain()
-    rt.db.dispose()
+    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 async def _say(rt: Runtime, user: str, *steps: str) -> None:

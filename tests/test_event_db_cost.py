@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from bot.core import Inbound
@@ -30,9 +30,7 @@ def _statements(rt: Runtime) -> list[str]:
 
     def _count(_conn, _cur, statement, *_a) -> None:
         seen.append(" ".join(statement.split()).lower())
-    for engine in (rt.db.engine, getattr(rt.db, "_inline_engine", None)):  # SQLite: units on the loop
-        if engine is not None:
-            event.listen(engine, "before_cursor_execute", _count)
+    rt.db.listen("before_cursor_execute", _count)  # every engine units run on (loop, threads, asyncio)
     return seen
 
 

@@ -49,7 +49,7 @@ async def env(settings, clock, archive):
     ids = rt.db.run_sync(seed)
     yield rt, ch, ids, clock
     await rt.dispatcher.drain()
-    rt.db.dispose()
+    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 async def _ask(rt, when: str, minutes: str = "1", date: str = "c:today") -> None:

@@ -112,4 +112,4 @@ async def test_a_thousand_interleaved_conversations_do_not_cross(settings, clock
     rt.db.run_sync(check)
     assert rt.dispatcher.processed == N * 3 + sum(3 for i in range(N) if long(i))
     assert len(rt.dispatcher.locks) == 0  # every per-chat lock was released
-    rt.db.dispose()
+    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close

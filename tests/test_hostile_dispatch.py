@@ -169,8 +169,7 @@ def world(settings) -> Iterator[World]:  # type: ignore[no-untyped-def]
     try:
         yield w
     finally:
-        loop.run_until_complete(rt.dispatcher.drain())
-        rt.db.dispose()
+        loop.run_until_complete(rt.stop())  # background jobs, the outbox clean-up, then the connections
         loop.close()
 
 

@@ -38,10 +38,10 @@ class _Counters:
     statements = 0
 
 
-def timed_database(url: str) -> Any:
-    """A :class:`storage.db.Database` that counts its units, their CPU time and the SQL statements."""
-    from sqlalchemy import event
-
+def timed_database(url: str, *, async_units: bool = True) -> Any:
+    """A :class:`storage.db.Database` that counts its units, the CPU time of those run synchronously
+    (SQLite, or PostgreSQL in threads) and the SQL statements. Units on the loop over asyncio
+    (PostgreSQL's default) interleave with other work, so their CPU time is not separable: n/a."""
     from storage.db import Database
 
     class TimedDatabase(Database):
@@ -53,15 +53,17 @@ def timed_database(url: str) -> Any:
                 _Counters.unit_cpu += time.thread_time() - t0  # one thread at a time per update: GIL-safe enough
                 _Counters.units += 1
 
-    db = TimedDatabase(url)
+        async def _run_async(self, fn: Any) -> Any:
+            _Counters.units += 1
+            _Counters.unit_cpu = float("nan")
+            return await super()._run_async(fn)
+
+    db = TimedDatabase(url, async_units=async_units)
 
     def _count(*_a: Any) -> None:
         _Counters.statements += 1
 
-    # every engine the database runs units on (on SQLite also the one for units run on the loop)
-    for engine in (db.engine, getattr(db, "_inline_engine", None)):
-        if engine is not None:
-            event.listen(engine, "before_cursor_execute", _count)
+    db.listen("before_cursor_execute", _count)  # every engine units run on, present and future
     return db
 
 
@@ -80,7 +82,8 @@ async def run_ours(args: argparse.Namespace) -> None:
         telegram_base_url=f"{base}/bot", telegram_base_file_url=f"{base}/file/bot",
         telegram_concurrent_updates=args.concurrency, web_chat_enabled=args.web_chat, web_port=0,
         log_level="WARNING", **({"telegram_http_client": args.http} if args.http else {}))
-    rt = Runtime(settings, clock=AfternoonClock(settings.timezone), db=timed_database(settings.effective_database_url))
+    rt = Runtime(settings, clock=AfternoonClock(settings.timezone),
+                 db=timed_database(settings.effective_database_url, async_units=args.pg_units == "async"))
     rt.build_channels()
     channel = next(c for c in rt.channels if isinstance(c, TelegramChannel))
     if not args.limiter:
@@ -198,6 +201,8 @@ def main() -> None:
     ap.add_argument("--pool-timeout", type=float, default=30.0)
     ap.add_argument("--http", choices=["aiohttp", "httpx"], default="",
                     help="the Bot API HTTP client (default: ours as configured, aiohttp; echo: httpx)")
+    ap.add_argument("--pg-units", choices=["async", "thread"], default="async",
+                    help="PostgreSQL units on the loop over asyncio (the product's default) or in worker threads")
     ap.add_argument("--web-chat", action="store_true", help="serve the web chat too")
     ap.add_argument("--scheduler", action="store_true", help="run the reminder scheduler")
     ap.add_argument("--pyinstrument", default="", help="write a pyinstrument profile of the event loop here")

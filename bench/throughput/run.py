@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import statistics
@@ -69,10 +70,12 @@ class Phase:
     mode: str  # closed | rate
     limiter: bool = False
     http: str = ""  # the Bot API HTTP client when not the bot's default (echo: httpx, ours: aiohttp)
+    threads: bool = False  # PostgreSQL units in worker threads (the design before asyncio units)
 
     @property
     def name(self) -> str:
-        extra = ("+limiter" if self.limiter else "") + (f"+{self.http}" if self.http else "")
+        extra = (("+limiter" if self.limiter else "") + (f"+{self.http}" if self.http else "")
+                 + ("+threads" if self.threads else ""))
         return f"{self.bot}{extra}/{self.db}/{self.mode}"
 
 
@@ -124,6 +127,8 @@ class Bench:
             bot_args += ["--db-url", db.url, "--data-dir", str(folder)]
             if ph.limiter:
                 bot_args.append("--limiter")
+            if ph.threads:
+                bot_args += ["--pg-units", "thread"]
             if a.pyinstrument:
                 bot_args += ["--pyinstrument", str(self.work / f"profile-{ph.db}-{ph.mode}.txt")]
         if a.pool:
@@ -188,8 +193,9 @@ def fmt(fig: dict[str, Any]) -> str:
         extra.append(f"api_errors={fig['api_errors']}")
     extra.append(f"calls/u={fig['api_calls'] / max(1, fig['sent']):.2f} conns={fig['connections']}")
     if "db_units_per_update" in fig:
+        unit_cpu = fig["db_unit_cpu_ms_per_update"]  # NaN: units on the loop over asyncio (not separable)
         extra.append(f"db: {fig['db_units_per_update']:.2f} units/u, {fig['sql_per_update']:.1f} SQL/u, "
-                     f"{fig['db_unit_cpu_ms_per_update']:.2f} ms CPU/u")
+                     + ("units on the loop (asyncio)" if math.isnan(unit_cpu) else f"{unit_cpu:.2f} ms CPU/u"))
     if "pg_server_cpu_ms_per_update" in fig:
         extra.append(f"PostgreSQL server {fig['pg_server_cpu_ms_per_update']:.2f} ms CPU/u")
     if fig.get("taps"):
@@ -232,6 +238,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     if args.transports:  # each bot also on the other one's HTTP client
                         plan += [Phase("echo", "-", "closed", http="aiohttp"), Phase("ours", db, "closed", http="httpx"),
                                  Phase("echo", "-", "rate", http="aiohttp"), Phase("ours", db, "rate", http="httpx")]
+                    if args.pg_threads and db == "postgresql":  # the previous design, side by side
+                        plan += [Phase("ours", db, "closed", threads=True), Phase("ours", db, "rate", threads=True)]
                     if db != dbs[0]:
                         plan = [p for p in plan if p.bot == "ours"]  # the echo bot has no database
                     if args.only:
@@ -313,6 +321,14 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
                   f"ours p50 {med(p50_ours):.1f} ms, p99 {med(p99_ours):.1f} ms "
                   f"(each: {', '.join(f'{x:.1f}' for x in p99_ours)}); echo p99 {med(p99_echo):.1f} ms "
                   f"— target p99 < 50 ms: {verdict}")
+        thr = [(o["updates_per_s"] / e["updates_per_s"], r["latency_ms"]["p99"] if r else float("nan"))
+               for rep in range(args.repeat)
+               if (e := pick(rep, "echo/-/closed")) and (o := pick(rep, f"ours+threads/{db}/closed"))
+               for r in [pick(rep, f"ours+threads/{db}/rate")]]
+        if thr:
+            print(f"  {db:<10} units in worker threads (the previous design): ratio ours/echo "
+                  f"{med([t[0] for t in thr]):.2f} (each: {', '.join(f'{t[0]:.2f}' for t in thr)}), "
+                  f"p99 at {args.rate:g}/s {med([t[1] for t in thr]):.1f} ms (each: {', '.join(f'{t[1]:.1f}' for t in thr)})")
         if p99_lim:
             print(f"  {db:<10} at {args.rate:g} updates/s offered, with the production AIORateLimiter (30 msg/s): "
                   f"kept up with {med(rate_lim):.1f}/s, p99 {med(p99_lim):.1f} ms")
@@ -350,6 +366,8 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=0,
                     help="give both bots this HTTP connection pool size (default: python-telegram-bot's 256, "
                          "whose per-request cost grows with the connections it has opened)")
+    ap.add_argument("--pg-threads", action="store_true",
+                    help="also run ours on PostgreSQL with its units in worker threads (the previous design)")
     ap.add_argument("--transports", action="store_true",
                     help="also run the echo bot over aiohttp and ours over httpx (the same HTTP client for both)")
     ap.add_argument("--step-timeout", type=float, default=30.0)
