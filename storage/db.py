@@ -6,8 +6,8 @@ SQLModel code. How a unit runs depends on the database, never on the unit:
 * **SQLite** (the embedded default, WAL mode) allows one writer, so units are serialised in-process;
   a unit runs on the event loop when the write lock is free, in a worker thread when another
   process holds the file (see :class:`Database`).
-* **PostgreSQL** runs units concurrently on the event loop itself, over psycopg's asyncio
-  connection: SQLAlchemy's asyncio extension runs the unit's synchronous code in a greenlet and
+* **PostgreSQL** runs units concurrently on the event loop itself, over asyncpg: SQLAlchemy's
+  asyncio extension runs the unit's synchronous code in a greenlet and
   suspends it at every round trip to the server, so the loop serves other updates meanwhile. No
   thread per unit: a hand-off to a worker thread (executor queue, waking the loop, the GIL taken
   in turns) cost more CPU than the unit's own statements, and under load the executor's queue was
@@ -44,10 +44,12 @@ PING_IDLE_AFTER = 30.0
 #: and none is kept longer than this (server-side idle timeouts, load balancers)
 RECYCLE_AFTER = 1800
 #: PostgreSQL connections for units on the event loop (per process): beyond them a unit waits its
-#: turn on the loop (no thread is blocked). The synchronous engine (CLI commands, migrations, the
-#: scheduler's and the clip cutter's lock connections, tests) keeps a small pool of its own.
+#: turn on the loop (no thread is blocked). No overflow: a connection opened for a burst and closed
+#: right after costs the server a new backend each time (in the benchmark that tripled the server's
+#: CPU per update). The synchronous engine (CLI commands, migrations, the scheduler's and the clip
+#: cutter's lock connections, tests) keeps a small pool of its own.
 ASYNC_POOL_SIZE = 10
-ASYNC_MAX_OVERFLOW = 10
+ASYNC_MAX_OVERFLOW = 0
 
 
 def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -78,18 +80,33 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     return engine
 
 
-def async_url(url: str) -> str:
-    """The same PostgreSQL server through psycopg's asyncio driver."""
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style address asyncpg is given: the same server, user, database and options
+    (``sslmode``, ``options``, ``application_name`` … as libpq reads them)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).set(drivername="postgresql+psycopg_async").render_as_string(hide_password=False)
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _make_async_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Units' engine on PostgreSQL: asyncpg under SQLAlchemy's asyncio extension.
+
+    asyncpg rather than psycopg's asyncio connection: through the whole dispatcher (identity,
+    conversation, outbox, a flow's own statements) an event cost 3.6–3.9 ms of CPU over asyncpg
+    against 4.9–5.4 ms over psycopg on the same server (``bench/README.md``). The synchronous
+    engine stays on psycopg. asyncpg is handed the libpq-style address itself, so a
+    ``DATABASE_URL``'s query (``sslmode``, ``options`` …) means what it means to psql."""
+    import asyncpg
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(async_url(url), echo=echo, pool_size=ASYNC_POOL_SIZE,
-                                 max_overflow=ASYNC_MAX_OVERFLOW, pool_recycle=RECYCLE_AFTER)
+    dsn = asyncpg_dsn(url)
+
+    async def connect(*_args: Any, **_kwargs: Any) -> Any:
+        return await asyncpg.connect(dsn)
+
+    engine = create_async_engine("postgresql+asyncpg://", echo=echo, async_creator=connect,
+                                 pool_size=ASYNC_POOL_SIZE, max_overflow=ASYNC_MAX_OVERFLOW,
+                                 pool_recycle=RECYCLE_AFTER)
     _ping_idle_connections(engine.sync_engine)  # the ping runs in the unit's greenlet, like its statements
     return engine
 
@@ -151,7 +168,7 @@ class Database:
     run again after a rollback (they only touch their session and objects they create).
 
     On PostgreSQL (``async_units``, the default) units run concurrently on the event loop over
-    psycopg's asyncio connections (see the module docstring); ``async_units=False`` runs them in
+    asyncpg (see the module docstring); ``async_units=False`` runs them in
     worker threads instead (kept for comparison in ``bench/throughput``). The asyncio engine belongs
     to the loop it was made on: a unit run from another loop (each test has its own) gets a fresh one.
 
@@ -205,7 +222,7 @@ class Database:
         if self._async_engine is None or self._async_loop is not loop:
             if self._async_engine is not None:
                 # made on a loop that is gone (tests): its connections cannot be closed from here;
-                # dereferenced, psycopg closes them when they are collected
+                # dereferenced, their sockets close when they are collected
                 self._async_engine.sync_engine.dispose(close=False)
             self._async_engine = _make_async_engine(self.url, echo=self.echo)
             self._async_loop = loop

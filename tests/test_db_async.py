@@ -1,4 +1,4 @@
-"""PostgreSQL units run on the event loop over psycopg's asyncio connections (issue #11): no worker
+"""PostgreSQL units run on the event loop over asyncpg (issue #11): no worker
 thread, the loop keeps serving while a unit waits for the server, units overlap, a failing unit
 leaves nothing behind, and the same ``Database`` works from a second event loop."""
 
@@ -13,10 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from storage.db import Database, async_url
+from storage.db import Database, asyncpg_dsn
 from storage.models import School
 
-from .conftest import PG_URL, _reset_pg
+from .conftest import PG_SCHEMA, PG_URL, _reset_pg
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL tests need TEST_DATABASE_URL")
 
@@ -41,9 +41,15 @@ def _names(db: Database) -> list[str]:
     return db.run_sync(lambda s: sorted(x.name for x in s.exec(select(School)).all()))
 
 
-def test_the_asyncio_url_keeps_the_server_and_its_options():
-    url = "postgresql+psycopg://u:p%40ss@db.example:6543/school?options=-csearch_path%3Dx"
-    assert async_url(url) == "postgresql+psycopg_async://u:p%40ss@db.example:6543/school?options=-csearch_path%3Dx"
+def test_asyncpg_gets_the_same_server_user_and_options():
+    url = "postgresql+psycopg://u:p%40ss@db.example:6543/school?options=-csearch_path%3Dx&sslmode=require"
+    assert asyncpg_dsn(url) == "postgresql://u:p%40ss@db.example:6543/school?options=-csearch_path%3Dx&sslmode=require"
+
+
+async def test_the_options_of_the_address_reach_the_server(pg: Database):
+    # the tests' address sets search_path (a schema per run) and application_name through libpq options
+    got = await pg.run(lambda s: s.execute(text("SELECT current_schema(), current_setting('application_name')")).one())
+    assert tuple(got) == (PG_SCHEMA, PG_SCHEMA)
 
 
 async def test_units_run_on_the_loop_thread_and_commit(pg: Database):
