@@ -545,31 +545,40 @@ class Sender:
             return await adapter.send(out)
 
     async def deliver(self, outbox: Iterable[Outbound], now: datetime | None = None,
-                      row_ids: Sequence[int] = ()) -> list[str | None]:
-        """Send, in order; then delete the outbox rows ``row_ids`` and record tracked messages."""
-        ids: list[str | None] = []
+                      row_ids: Sequence[int] = (), first: tuple[str, str] | None = None) -> list[str | None]:
+        """Send, in order; then delete the outbox rows ``row_ids`` and record tracked messages.
+
+        ``first`` (channel, chat): the chat of the person who acted gets its messages before the
+        other chats get theirs (a teacher's "sent to the principal" before the principal's card), each
+        chat's own messages staying in order. The ids come back in the order of ``outbox``."""
+        items = list(outbox)
+        order = list(range(len(items)))
+        if first is not None:
+            order.sort(key=lambda i: (items[i].channel, items[i].chat_id) != first)  # stable
+        by_pos: dict[int, str | None] = {}
         sent: list[tuple[Outbound, str]] = []
-        for out in outbox:
+        for pos in order:
+            out = items[pos]
             adapter = self.adapters.get(out.channel)
             if adapter is None:
                 log.warning("no adapter for channel %s; message to chat dropped", out.channel)
-                ids.append(None)
+                by_pos[pos] = None
                 continue
             try:
                 if out.reply.edit is not None:
                     ok = await adapter.edit(out.reply.edit, out.reply)
-                    ids.append(out.reply.edit.message_id if ok else None)
+                    by_pos[pos] = out.reply.edit.message_id if ok else None
                     continue
                 mid = await self._send_one(adapter, out)
             except Exception:  # an adapter failure must not lose the others
                 log.exception("sending on %s failed", out.channel)
-                ids.append(None)
+                by_pos[pos] = None
                 continue
-            ids.append(mid)
+            by_pos[pos] = mid
             if mid is not None:
                 sent.append((out, mid))
         await self.remember(sent, now, done=row_ids)
-        return ids
+        return [by_pos.get(i) for i in range(len(items))]
 
     def _tracked(self, sent: Iterable[tuple[Outbound, str]], now: datetime | None) -> list[SentMessage]:
         tracked: list[SentMessage] = []
@@ -825,7 +834,7 @@ class Dispatcher:
             if result.duplicate:
                 return []
             self.processed += 1
-            await self.sender.deliver(result.outbox, row_ids=result.rows)
+            await self.sender.deliver(result.outbox, row_ids=result.rows, first=(msg.channel, msg.chat_id))
             for job in result.after:
                 self.spawn(job())
             return result.outbox

@@ -64,13 +64,25 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
         cur.close()
 
 
+def _sqlite_file(url: str) -> str:
+    """The file of an SQLite address; "" for an in-memory database (``sqlite://``, ``sqlite:///:memory:``,
+    ``mode=memory``)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    path = u.database or ""
+    if path == ":memory:" or u.query.get("mode") == "memory" or "mode=memory" in path:
+        return ""
+    return path
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = _sqlite_file(url)
+        if path and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
-        if path in ("", ":memory:"):
+        if not path:  # one database per connection otherwise: every unit would see an empty one
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, echo=echo, **kwargs)
         _sqlite_pragmas(engine, busy_timeout_ms=30000)
@@ -142,8 +154,7 @@ def _ping_idle_connections(engine: Engine) -> None:
 def _inline_engine(url: str, *, echo: bool = False) -> Engine | None:
     """A one-connection engine on the same SQLite file for units run on the event loop: it never
     waits for a lock held by another process (``busy_timeout`` 0) — the unit goes to a thread."""
-    path = url.split("///", 1)[1] if "///" in url else ""
-    if not path or path == ":memory:" or "mode=memory" in url:
+    if not _sqlite_file(url):
         return None  # an in-memory database has one shared connection: no second one
     engine = create_engine(url, echo=echo, pool_size=1, max_overflow=0,
                            connect_args={"check_same_thread": False, "timeout": 0})

@@ -56,3 +56,15 @@ async def test_an_in_memory_database_always_uses_its_one_connection():
         assert db.inline_units == 0 and db.thread_units == 1
     finally:
         db.dispose()
+
+
+async def test_sqlite_without_a_path_is_one_in_memory_database(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = Database("sqlite://")
+    db.migrate()  # on the same (only) connection the units use
+    try:
+        await db.run(_add("A"))
+        assert db.run_sync(lambda s: [x.name for x in s.exec(select(School)).all()]) == ["A"]
+        assert list(tmp_path.iterdir()) == []  # no folder named after the address
+    finally:
+        db.dispose()

@@ -122,3 +122,22 @@ async def test_runtime_start_sends_what_a_crashed_run_left_before_new_events(rt,
 
 async def _noop() -> None:
     return None
+
+
+async def test_the_acting_chat_gets_its_answers_before_other_chats(rt):
+    """An event's messages to the person who acted go out first (each chat in its own order); the
+    ids come back in the order of the event's outbox."""
+    ch: RecordingChannel = rt.test_channel
+    outbox = [Outbound("test", "principal", Reply("card 1")), Outbound("test", "teacher", Reply("sent 1")),
+              Outbound("test", "principal", Reply("card 2")), Outbound("test", "teacher", Reply("sent 2"))]
+    ids = await rt.sender.deliver(outbox, first=("test", "teacher"))
+    assert [(o.chat_id, o.reply.text) for o in ch.sent] == [
+        ("teacher", "sent 1"), ("teacher", "sent 2"), ("principal", "card 1"), ("principal", "card 2")]
+    by_text = {o.reply.text: i for i, o in enumerate(ch.sent)}
+    assert len(set(ids)) == 4 and None not in ids
+    # ids line up with the outbox: "card 1" got the id issued third, "sent 1" the first
+    issued = sorted(ids, key=lambda x: int(x))  # type: ignore[arg-type,return-value]
+    assert [issued.index(i) for i in ids] == [by_text[o.reply.text] for o in outbox]
+    ch.sent.clear()
+    await rt.sender.deliver(outbox)  # no acting chat (scheduler, background jobs): as queued
+    assert [o.reply.text for o in ch.sent] == ["card 1", "sent 1", "card 2", "sent 2"]

@@ -19,7 +19,7 @@ from bot.core import Button, Outbound, OutFile, Reply, keyboard
 from bot.i18n import Translator
 from bot.runtime import Runtime
 from storage import audit
-from storage.models import ChannelIdentity, Conversation, Person
+from storage.models import ChannelIdentity, Conversation, OutboxMessage, Person
 from storage.people import new_invite
 from tests.fakes.zalo_servers import FakeZaloBot
 from tests.helpers import make_person, make_school
@@ -172,6 +172,27 @@ async def test_webhook_secret_wrapped_bare_and_duplicates(settings, clock, fake)
         assert rt.dispatcher.processed == 3
     finally:
         await rt.stop()
+
+
+async def test_stop_lets_accepted_webhook_events_finish(settings, clock, fake):
+    """An event answered 200 is never sent again by Zalo: stopping the bot lets it finish (its reply
+    goes out, its outbox row is cleared) instead of cutting it off."""
+    rt, ch = await _start(settings, clock, fake, zalo_bot_webhook_url="https://school.example/zalo/bot/hook",
+                          zalo_bot_webhook_secret=SECRET)
+    stopped = False
+    try:
+        ids = _seed(rt, clock)
+        url = f"http://127.0.0.1:{rt.web_port}/zalo/bot/hook"
+        fake.send_delay = 0.3  # the reply is still on its way when the stop begins
+        assert await fake.post_webhook(url, fake.message("zb9", text=str(ids["code"]), message_id="m-9")) == 200
+        await rt.stop()
+        stopped = True
+        assert rt.dispatcher.processed == 1
+        assert fake.sent and {m.chat_id for m in fake.sent} == {"zb9"}  # the greeting went out
+        assert rt.db.run_sync(lambda s: len(s.exec(select(OutboxMessage)).all())) == 0
+    finally:
+        if not stopped:
+            await rt.stop()
 
 
 async def test_image_received_is_downloaded(polling, fake, clock):

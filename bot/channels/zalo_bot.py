@@ -31,6 +31,7 @@ from bot.channels.zalo_common import (
     download,
     event_key,
     file_size,
+    finish_tasks,
     flat_buttons,
     html_to_plain,
     link_text,
@@ -111,10 +112,7 @@ class ZaloBotChannel:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finish_tasks(self._tasks)  # events already answered 200 finish, as Telegram's do
         if self._http is not None:
             await self._http.close()
             self._http = None

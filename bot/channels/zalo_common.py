@@ -47,6 +47,25 @@ _LINK = re.compile(r'<a\s+href="([^"]*)"\s*>(.*?)</a>', re.IGNORECASE | re.DOTAL
 _TAG = re.compile(r"</?(?:b|i|u|s|em|strong|code|pre|tg-spoiler|blockquote)>", re.IGNORECASE)
 
 
+#: at shutdown, how long events already accepted (answered 200, so never delivered again) may take
+STOP_WAIT = 10.0
+
+
+async def finish_tasks(tasks: set[asyncio.Task[None]], limit: float = STOP_WAIT) -> None:
+    """Let the events being handled finish (up to ``limit`` s), then cancel what is left: an event
+    cut off in the middle of its unit is rolled back, and Zalo does not send it again."""
+    pending = list(tasks)
+    if not pending:
+        return
+    _done, late = await asyncio.wait(pending, timeout=limit)
+    if late:
+        logging.getLogger(__name__).warning("stopping with %s Zalo event(s) still being handled", len(late))
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.gather(*late, return_exceptions=True)
+
+
 def html_to_plain(text: str) -> str:
     """Strip the safe-HTML tags of the catalogue (``<b>``, ``<i>``, ``<code>`` …) and unescape entities.
 

@@ -292,6 +292,7 @@ class FakeZaloBot:
     webhook: dict[str, Any] = field(default_factory=dict)
     poll_wait: float = 0.2  # how long an empty getUpdates is held before answering 408
     fail_next_polls: int = 0  # answer this many getUpdates with HTTP 500 (bot must back off and go on)
+    send_delay: float = 0.0  # seconds each sendMessage / sendPhoto takes
     _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     _runner: web.AppRunner | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -336,6 +337,8 @@ class FakeZaloBot:
             self.webhook = {"url": params["url"], "secret_token": secret}
             return web.json_response({"ok": True, "result": {"url": params["url"]}})
         if method in ("sendMessage", "sendPhoto"):
+            if self.send_delay:
+                await asyncio.sleep(self.send_delay)
             chat_id = str(params.get("chat_id", ""))
             text = params.get("text") if method == "sendMessage" else params.get("caption")
             if method == "sendMessage" and (not isinstance(text, str) or not (1 <= len(text) <= TEXT_LIMIT)):
