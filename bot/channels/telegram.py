@@ -321,14 +321,14 @@ class TelegramChannel:
                    .base_file_url(self.settings.telegram_base_file_url)
                    .rate_limiter(AIORateLimiter(max_retries=0))
                    .updater(None))  # we poll ourselves: see _poll
-        t = TIMEOUTS
+        lim = TIMEOUTS  # not "t": the catalogue extractor would take t[…] for a message
         if self.settings.telegram_http_client == "httpx":  # python-telegram-bot's own
-            builder = (builder.connect_timeout(t["connect"]).read_timeout(t["read"]).write_timeout(t["write"])
-                       .media_write_timeout(t["media_write"]).get_updates_read_timeout(POLL_TIMEOUT + 10))
+            builder = (builder.connect_timeout(lim["connect"]).read_timeout(lim["read"]).write_timeout(lim["write"])
+                       .media_write_timeout(lim["media_write"]).get_updates_read_timeout(POLL_TIMEOUT + 10))
         else:  # the same timeouts over aiohttp: a request costs a fraction of the CPU (telegram_http.py)
-            builder = (builder.request(AiohttpRequest(connect_timeout=t["connect"], read_timeout=t["read"],
-                                                      write_timeout=t["write"], media_write_timeout=t["media_write"]))
-                       .get_updates_request(AiohttpRequest(connection_pool_size=1, connect_timeout=t["connect"],
+            builder = (builder.request(AiohttpRequest(connect_timeout=lim["connect"], read_timeout=lim["read"],
+                                                      write_timeout=lim["write"], media_write_timeout=lim["media_write"]))
+                       .get_updates_request(AiohttpRequest(connection_pool_size=1, connect_timeout=lim["connect"],
                                                            read_timeout=POLL_TIMEOUT + 10)))
         self.app: Application = builder.build()  # type: ignore[type-arg]
         self.concurrency = self.settings.telegram_concurrent_updates
