@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import NullPool, StaticPool
@@ -67,8 +67,6 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
 def _sqlite_file(url: str) -> str:
     """The file of an SQLite address; "" for an in-memory database (``sqlite://``, ``sqlite:///:memory:``,
     ``mode=memory``)."""
-    from sqlalchemy.engine import make_url
-
     u = make_url(url)
     path = u.database or ""
     if path == ":memory:" or u.query.get("mode") == "memory" or "mode=memory" in path:
@@ -95,8 +93,6 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
 def asyncpg_dsn(url: str) -> str:
     """The libpq-style address asyncpg is given: the same server, user, database and options
     (``sslmode``, ``options``, ``application_name`` … as libpq reads them)."""
-    from sqlalchemy.engine import make_url
-
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -246,13 +242,8 @@ class Database:
     @contextmanager
     def session(self, engine: Engine | None = None) -> Iterator[Session]:
         """A session that commits on success and rolls back on error."""
-        with Session(engine or self.engine, expire_on_commit=False) as s:
-            try:
-                yield s
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
+        with Session(engine or self.engine, expire_on_commit=False) as s, _committing(s):
+            yield s
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` as one committed unit in this thread (CLI commands, imports, tests)."""
@@ -331,10 +322,7 @@ class Database:
                     log.warning("closing the database with %s unit(s) still running", self._in_flight)
                 self._async_engine = None
                 await engine.dispose()
-            else:
-                self._async_engine = None
-                engine.sync_engine.dispose(close=False)
-        await asyncio.to_thread(self.dispose)
+        await asyncio.to_thread(self.dispose)  # made on another loop: dereferenced there
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -345,17 +333,22 @@ class Database:
             self._async_engine = None
 
 
-def _unit(s: OrmSession, fn: Callable[[Session], T]) -> T:
-    """The whole unit inside its greenlet (``s`` is a SQLModel session: ``sync_session_class``)."""
+@contextmanager
+def _committing(s: OrmSession) -> Iterator[None]:
+    """Commit when the block succeeds, roll back when it raises."""
     try:
-        result = fn(cast(Session, s))
+        yield
         s.commit()
-        return result
     except BaseException:
         s.rollback()
         raise
-    finally:
-        s.close()
+
+
+def _unit(s: OrmSession, fn: Callable[[Session], T]) -> T:
+    """The whole unit inside its greenlet (``s`` is a SQLModel session: ``sync_session_class``);
+    closing it returns the connection to the pool."""
+    with s, _committing(s):
+        return fn(cast(Session, s))
 
 
 def alembic_config(engine: Engine) -> Any:

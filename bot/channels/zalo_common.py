@@ -59,10 +59,9 @@ async def finish_tasks(tasks: set[asyncio.Task[None]], limit: float = STOP_WAIT)
         return
     _done, late = await asyncio.wait(pending, timeout=limit)
     if late:
-        logging.getLogger(__name__).warning("stopping with %s Zalo event(s) still being handled", len(late))
-    for task in late:
-        task.cancel()
-    if late:
+        log.warning("stopping with %s Zalo event(s) still being handled", len(late))
+        for task in late:
+            task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
 
 
