@@ -37,6 +37,11 @@ def test_throughput_benchmark_runs(tmp_path: Path) -> None:
     assert closed["db_counts"]["processed_updates"] == closed["sent"]
     assert closed["db_counts"]["open_conversations"] > 0
     assert "ratio ours/echo" in proc.stdout and "p99" in proc.stdout
+    # At the fixed rate the teachers enter one by one, and nothing is measured before the last is in
+    rate = phases["ours/sqlite/rate"]
+    assert rate["staggered"] == 8  # 9 teachers, the first starts at once (the principal is not staggered)
+    assert rate["first_measured_s"] >= rate["all_in_s"] > 0
+    assert rate["measured"] == 20
 
 
 def test_memory_benchmark_runs(tmp_path: Path) -> None:

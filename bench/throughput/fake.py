@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class Actor:
     waiting_notice: float | None = None  # teacher: since when waiting for the approval notice
     cards: deque[tuple[int, str]] = field(default_factory=deque)  # principal: (message id, payload)
     done: bool = False
+    entered: bool = True  # False until a staggered start lets the actor in (Plan.stagger)
 
 
 @dataclass
@@ -100,6 +102,12 @@ class Plan:
     warmup: int = 100
     rate: float | None = None  # updates/s (open loop); None: closed loop, every user as fast as answered
     step_timeout: float = 30.0
+    # Open loop: teachers enter one by one over one cycle's time instead of all at once. The ticker
+    # serves ready users in turn, so users who start together stay in step: every footage request
+    # (the heaviest step) of a round would reach the bot within the same 0.6 s. Staggered, each
+    # round holds users at every step of the cycle, as a school's traffic does. Measuring starts
+    # once everyone is in (and after ``warmup`` updates).
+    stagger: bool = False
     transcripts: list[int] = field(default_factory=list)  # chats to return as text (checking the script)
 
 
@@ -140,6 +148,10 @@ class Driver:
         self.notice_timeouts = 0
         self.unexpected = 0
         self.skipped_ticks = 0
+        self.entering = 0  # actors not yet let in (Plan.stagger)
+        self.staggered = 0  # actors who entered late (Plan.stagger)
+        self.all_in: float | None = None  # when the last of them entered
+        self.started = now()
         self.cards = 0
         self.taps = 0
         self.card_edits = 0
@@ -155,10 +167,12 @@ class Driver:
         return self.plan.warmup + self.plan.count
 
     def stopping(self) -> bool:
+        if self.open_loop and self.plan.scenario != "memory":
+            return self.sent_measured >= self.plan.count  # (staggered: the warm-up lasts until all are in)
         return self.sent >= self.total
 
     def make_ready(self, a: Actor) -> None:
-        if a.done or a.inflight is not None or a.waiting_notice is not None:
+        if a.done or not a.entered or a.inflight is not None or a.waiting_notice is not None:
             return
         if a.principal and not a.cards:
             return
@@ -194,7 +208,7 @@ class Driver:
             else:
                 update = fake.callback_update(a.uid, value, message_id=self._carrier(a.uid, value))
         t = now()
-        measured = self.sent >= self.plan.warmup if self.open_loop else self.t_start is not None
+        measured = self.warmed_up() if self.open_loop else self.t_start is not None
         if self.plan.scenario == "memory":
             measured = True
         p = Pending(update["update_id"], step, t, measured)
@@ -208,6 +222,16 @@ class Driver:
             self.t_last_send = t
         fake.push_update(update)
         return True
+
+    def warmed_up(self) -> bool:
+        return self.sent >= self.plan.warmup and not self.entering
+
+    def enter(self, a: Actor) -> None:
+        a.entered = True
+        self.entering -= 1
+        if not self.entering:
+            self.all_in = now()
+        self.make_ready(a)
 
     def _carrier(self, chat: int, payload: str) -> int | None:
         """The newest bot message in the chat carrying that button (else the newest bot message)."""
@@ -331,7 +355,7 @@ class Driver:
             sent = False
             while self.ready and not sent:
                 sent = self.send(self.ready.popleft())
-            if not sent:
+            if not sent and self.warmed_up():
                 self.skipped_ticks += 1
             next_t += interval
             delay = next_t - loop.time()
@@ -340,8 +364,20 @@ class Driver:
         self._check_done()
 
     async def run(self) -> dict[str, Any]:
-        started = now()
+        self.started = started = now()
         dog = asyncio.create_task(self.watchdog())
+        if self.open_loop and self.plan.stagger and self.plan.scenario != "memory":
+            assert self.plan.rate
+            users = [a for a in self.actors.values() if not a.principal]
+            random.Random(11).shuffle(users)
+            gap = len(users[0].script) / self.plan.rate if users else 0.0  # n users enter over n × cycle ticks
+            loop = asyncio.get_running_loop()
+            for i, a in enumerate(users):
+                if i:
+                    a.entered = False
+                    self.entering += 1
+                    self.staggered += 1
+                    loop.call_later(i * gap, self.enter, a)
         for a in self.actors.values():
             self.make_ready(a)
         tick = asyncio.create_task(self.ticker()) if self.open_loop else None
@@ -378,6 +414,9 @@ class Driver:
             "by_step_ms": {k: summary(v) for k, v in self.by_label.items()},
             "timeouts": self.timeouts, "notice_timeouts": self.notice_timeouts, "unexpected": self.unexpected,
             "timeout_details": self.timeout_details,
+            "staggered": self.staggered,
+            "all_in_s": (self.all_in - self.started) if self.all_in is not None else 0.0,
+            "first_measured_s": (self.t_first_send - self.started) if self.t_first_send is not None else None,
             "skipped_ticks": self.skipped_ticks, "cards": self.cards, "taps": self.taps,
             "card_edits": self.card_edits, "notices": self.notices,
             "api_calls": len(calls), "api_errors": errors, "connections": len(self.fake.peers),

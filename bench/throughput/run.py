@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     postgres_cpu_seconds,
     seed,
 )
+from fake import APPROVE, TEACHER  # noqa: E402
 
 
 @dataclass
@@ -151,7 +152,7 @@ class Bench:
             pg0 = postgres_cpu_seconds() if ph.db == "postgresql" else 0.0
             t0 = time.perf_counter()
             plan = {"scenario": ph.bot, "teachers": teachers, "principals": principals, "count": count,
-                    "warmup": a.warmup, "rate": rate, "step_timeout": a.step_timeout,
+                    "warmup": a.warmup, "rate": rate, "step_timeout": a.step_timeout, "stagger": not a.lockstep,
                     "transcripts": [teachers[0], principals[0]] if a.transcripts else []}
             fig = await self.control("/run", plan)
             wall = time.perf_counter() - t0
@@ -225,6 +226,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"people={args.people} (schools of {SCHOOL_SIZE}), closed loop {args.updates} updates "
           f"(+{args.warmup} warm-up), fixed rate {args.rate:g}/s × {args.rate_updates} updates, "
           f"concurrency {args.concurrency}, repeats {args.repeat}, databases {', '.join(dbs)}; work dir {work}")
+    print("fixed rate: " + ("users start at once and stay in step (--lockstep)" if args.lockstep else
+                            "users enter one by one over a cycle; measuring starts when all are in"))
     results: list[dict[str, Any]] = []
     try:
         async with Bench(args, work) as bench:
@@ -340,7 +343,8 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
                     by_step.setdefault(label, []).append((s["p50"], s["p99"]))
         if by_step and args.verbose:
             print(f"  {db}: ours at the fixed rate, p50 / p99 by step (ms, median over repeats):")
-            for label, xs in by_step.items():
+            order = {step.label: i for i, step in enumerate([*TEACHER, APPROVE])}  # the script's order
+            for label, xs in sorted(by_step.items(), key=lambda kv: order.get(kv[0], len(order))):
                 print(f"    {label:<28} {statistics.median(x[0] for x in xs):7.1f} "
                       f"{statistics.median(x[1] for x in xs):7.1f}")
 
@@ -370,6 +374,9 @@ def main() -> int:
                     help="also run ours on PostgreSQL with its units in worker threads (the previous design)")
     ap.add_argument("--transports", action="store_true",
                     help="also run the echo bot over aiohttp and ours over httpx (the same HTTP client for both)")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="fixed rate: start every user at once (they then stay in step, and each round's "
+                         "footage requests reach the bot together) instead of one by one over a cycle")
     ap.add_argument("--step-timeout", type=float, default=30.0)
     ap.add_argument("--py-spy", default="", help="path of py-spy: profile our bot (raw stacks in the work dir)")
     ap.add_argument("--py-spy-gil", action="store_true",
