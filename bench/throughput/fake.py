@@ -383,6 +383,7 @@ class Driver:
         tick = asyncio.create_task(self.ticker()) if self.open_loop else None
         await self.finished.wait()
         wall = now() - started
+        await asyncio.sleep(0.5)  # messages that trail the last answer (the tapped card's edit) still count
         dog.cancel()
         if tick is not None:
             tick.cancel()
