@@ -50,6 +50,14 @@ RECYCLE_AFTER = 1800
 #: cutter's lock connections, tests) keeps a small pool of its own.
 ASYNC_POOL_SIZE = 10
 ASYNC_MAX_OVERFLOW = 0
+#: PostgreSQL units running on the loop at once (per process); the others wait their turn, first
+#: come first served. Every statement of a unit is an ``await``: with dozens of units interleaved,
+#: a footage request's 17 round trips each waited behind the others' work, and a burst of heavy
+#: units (plus the audit chain's lock, held from its read to the commit) made every one of them
+#: slow. A few at a time still overlap one unit's round trips with another's work, and a unit that
+#: has started finishes before new ones crowd in (bench/README.md, sixth pass: p99 of a burst of
+#: footage requests 94–245 ms without the gate, 27–74 ms with 3 or 4; throughput unchanged).
+ASYNC_UNITS_AT_ONCE = 4
 
 
 def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
@@ -175,14 +183,17 @@ class Database:
     run again after a rollback (they only touch their session and objects they create).
 
     On PostgreSQL (``async_units``, the default) units run concurrently on the event loop over
-    asyncpg (see the module docstring); ``async_units=False`` runs them in
+    asyncpg (see the module docstring), at most ``units_at_once`` at a time (``ASYNC_UNITS_AT_ONCE``); ``async_units=False`` runs them in
     worker threads instead (kept for comparison in ``bench/throughput``). The asyncio engine belongs
     to the loop it was made on: a unit run from another loop (each test has its own) gets a fresh one.
 
     Either way a unit's CPU-bound work (building a spreadsheet, say) holds the loop while it runs;
     its waits for the database do not on PostgreSQL."""
 
-    def __init__(self, url: str, *, echo: bool = False, async_units: bool = True) -> None:
+    def __init__(self, url: str, *, echo: bool = False, async_units: bool = True,
+                 units_at_once: int = ASYNC_UNITS_AT_ONCE) -> None:
+        if units_at_once < 1:
+            raise ValueError("units_at_once must be at least 1")
         self.url = url
         self.echo = echo
         is_sqlite = url.startswith("sqlite")
@@ -201,6 +212,8 @@ class Database:
         self.async_units_run = 0
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
+        self.units_at_once = units_at_once
+        self._gate: asyncio.Semaphore | None = None  # of the loop the async engine belongs to
 
     # -- engines -------------------------------------------------------------------------------
     def engines(self) -> list[Engine]:
@@ -233,6 +246,7 @@ class Database:
                 self._async_engine.sync_engine.dispose(close=False)
             self._async_engine = _make_async_engine(self.url, echo=self.echo)
             self._async_loop = loop
+            self._gate = asyncio.Semaphore(self.units_at_once)
             self._in_flight = 0  # units of the old loop never finish
             for identifier, fn in self._listeners:
                 event.listen(self._async_engine.sync_engine, identifier, fn)
@@ -281,13 +295,18 @@ class Database:
     async def _run_async(self, fn: Callable[[Session], T]) -> T:
         from sqlalchemy.ext.asyncio import AsyncSession
 
-        session = AsyncSession(self._loop_engine(), expire_on_commit=False, sync_session_class=Session)
+        engine = self._loop_engine()
+        gate = self._gate
+        assert gate is not None
         self.async_units_run += 1
-        self._in_flight += 1
+        self._in_flight += 1  # counted while waiting for the gate too: aclose waits for those as well
         try:
-            # One greenlet for the unit, its commit and the connection's return: the unit's code is
-            # the same synchronous code as everywhere else; every statement suspends it until the answer.
-            return await session.run_sync(_unit, fn)
+            async with gate:  # see ASYNC_UNITS_AT_ONCE
+                session = AsyncSession(engine, expire_on_commit=False, sync_session_class=Session)
+                # One greenlet for the unit, its commit and the connection's return: the unit's code
+                # is the same synchronous code as everywhere else; every statement suspends it until
+                # the answer.
+                return await session.run_sync(_unit, fn)
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._idle is not None:

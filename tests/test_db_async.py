@@ -134,3 +134,48 @@ async def test_aclose_closes_the_connections(pg: Database):
     with pg.engine.connect() as conn:
         alive = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar()
     assert alive == 0
+
+
+async def test_at_most_units_at_once_run_together_first_come_first_served(pg: Database):
+    gated = Database(PG_URL, units_at_once=2)
+    running, most, started = 0, 0, []
+
+    def unit(i: int):
+        def fn(s):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            started.append(i)
+            try:
+                s.execute(text("SELECT pg_sleep(0.05)"))
+                s.add(School(name=f"S{i}", short_name=f"S{i}"))
+                s.flush()
+            finally:
+                running -= 1
+        return fn
+    try:
+        await asyncio.gather(*(gated.run(unit(i)) for i in range(6)))
+    finally:
+        await gated.aclose()
+        gated.dispose()
+    assert most == 2  # never more than the gate lets through, and it did overlap two
+    assert started == list(range(6))  # in the order they came
+    assert _names(pg) == [f"S{i}" for i in range(6)]
+    with pytest.raises(ValueError):
+        Database(PG_URL, units_at_once=0)
+
+
+async def test_aclose_waits_for_units_still_waiting_at_the_gate(pg: Database):
+    gated = Database(PG_URL, units_at_once=1)
+
+    def slow(name: str):
+        def fn(s):
+            s.execute(text("SELECT pg_sleep(0.1)"))
+            s.add(School(name=name, short_name=name))
+        return fn
+    tasks = [asyncio.ensure_future(gated.run(slow(n))) for n in "ABC"]
+    await asyncio.sleep(0.02)  # A runs, B and C wait for the gate
+    await gated.aclose()
+    gated.dispose()
+    assert all(t.done() and t.exception() is None for t in tasks)
+    assert _names(pg) == ["A", "B", "C"]
