@@ -20,7 +20,8 @@ process (``bench/throughput/bots.py``) polling it:
 
 Two modes per bot, in each repeat: **closed loop** (every user sends its next update as soon as the
 previous one is answered: the maximum throughput, updates/s) and **fixed rate** (``--rate`` updates/s,
-open loop: latency at a given load). Latency of a step = from the update being handed out by
+open loop: latency at a given load; the teachers enter one by one over a cycle, ``--lockstep`` all at
+once). Latency of a step = from the update being handed out by
 getUpdates to the first sendMessage/editMessageText answering it arriving at the fake.
 
 Targets: ours ≥ 0.5 × the echo bot's updates/s; p99 < 50 ms at 100 updates/s. Ratios are taken
