@@ -184,8 +184,9 @@ class Database:
 
     On PostgreSQL (``async_units``, the default) units run concurrently on the event loop over
     asyncpg (see the module docstring), at most ``units_at_once`` at a time (``ASYNC_UNITS_AT_ONCE``);
-    ``async_units=False`` runs them in worker threads instead (kept for comparison in ``bench/throughput``). The asyncio engine belongs
-    to the loop it was made on: a unit run from another loop (each test has its own) gets a fresh one.
+    ``async_units=False`` runs them in worker threads instead (kept for comparison in
+    ``bench/throughput``). The asyncio engine belongs to the loop it was made on: a unit run from
+    another loop (each test has its own) gets a fresh one.
 
     Either way a unit's CPU-bound work (building a spreadsheet, say) holds the loop while it runs;
     its waits for the database do not on PostgreSQL."""
