@@ -5,12 +5,15 @@ there); every row's hash is what ``verify`` recomputes from the stored row — S
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, text
 from sqlmodel import col, select
 
 from storage import audit
+from storage.db import Database
 from storage.models import AuditEvent
 
 
@@ -92,3 +95,28 @@ def test_a_changed_row_is_found(db):
     db.run_sync(tamper)
     result = db.run_sync(audit.verify)
     assert not result.ok and result.reason == "content"
+
+
+async def test_appenders_in_several_processes_never_fork_the_chain(db, db_url):
+    """Two pools (as two bot processes would have) and worker threads append at once: each event
+    links to the one before it, none twice (PostgreSQL's advisory lock; SQLite serves one writer)."""
+    if db.is_sqlite:
+        pytest.skip("on SQLite one process writes at a time; the cross-process lock is PostgreSQL's")
+    pools = [Database(db_url), Database(db_url)]
+
+    def unit(i: int):
+        def fn(s) -> None:
+            s.execute(text("SELECT pg_sleep(0.01)"))  # the units overlap up to their commits
+            audit.record(s, action="t.race", subject=str(i))
+        return fn
+    try:
+        await asyncio.gather(*(pools[i % 2].run(unit(i)) for i in range(24)),
+                             *(asyncio.to_thread(db.run_sync, unit(100 + i)) for i in range(6)))
+    finally:
+        for p in pools:
+            await p.aclose()
+            p.dispose()
+    rows = _chain(db)
+    assert len(rows) == 30
+    assert len({r.prev_hash for r in rows}) == 30  # no two events hang off the same one
+    assert db.run_sync(audit.verify).ok
