@@ -55,8 +55,9 @@ ASYNC_MAX_OVERFLOW = 0
 #: a footage request's 17 round trips each waited behind the others' work, and a burst of heavy
 #: units (plus the audit chain's lock, held from its read to the commit) made every one of them
 #: slow. A few at a time still overlap one unit's round trips with another's work, and a unit that
-#: has started finishes before new ones crowd in (bench/README.md, sixth pass: p99 of a burst of
-#: footage requests 94–245 ms without the gate, 27–74 ms with 3 or 4; throughput unchanged).
+#: has started finishes before new ones crowd in (bench/README.md, sixth pass: p99 at 100 updates/s
+#: with every footage request of a round at once, 94–245 ms without the gate, 35–167 ms with 4;
+#: the closed loop's throughput unchanged).
 ASYNC_UNITS_AT_ONCE = 4
 
 

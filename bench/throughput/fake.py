@@ -167,7 +167,7 @@ class Driver:
         return self.plan.warmup + self.plan.count
 
     def stopping(self) -> bool:
-        if self.open_loop and self.plan.scenario != "memory":
+        if self.open_loop:
             return self.sent_measured >= self.plan.count  # (staggered: the warm-up lasts until all are in)
         return self.sent >= self.total
 
@@ -364,9 +364,9 @@ class Driver:
         self._check_done()
 
     async def run(self) -> dict[str, Any]:
-        self.started = started = now()
+        self.started = now()
         dog = asyncio.create_task(self.watchdog())
-        if self.open_loop and self.plan.stagger and self.plan.scenario != "memory":
+        if self.open_loop and self.plan.stagger:
             assert self.plan.rate
             users = [a for a in self.actors.values() if not a.principal]
             random.Random(11).shuffle(users)
@@ -382,7 +382,7 @@ class Driver:
             self.make_ready(a)
         tick = asyncio.create_task(self.ticker()) if self.open_loop else None
         await self.finished.wait()
-        wall = now() - started
+        wall = now() - self.started
         await asyncio.sleep(0.5)  # messages that trail the last answer (the tapped card's edit) still count
         dog.cancel()
         if tick is not None:
