@@ -97,10 +97,12 @@ def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
     from functools import partial
 
-    from bot import accounts, articles, incidents
     from bot.demo import create_demo_school
-    from bot.demo_footage import make_recordings, seed_cameras
-    from storage import equipment
+    from bot.flows.accounts import cards as accounts
+    from bot.flows.articles import service as articles
+    from bot.flows.equipment import catalogue as equipment
+    from bot.flows.footage.demo import make_recordings, seed_cameras
+    from bot.flows.incidents import service as incidents
 
     db = open_db(settings)
     seeders = [partial(seed_cameras, data_dir=settings.data_dir), articles.demo_seed, incidents.demo_seed,
@@ -156,8 +158,8 @@ def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
                  p.add_argument("--load", default=None, metavar="FILE", help="TOML or JSON rule settings")))
 @command("calendar", "print the reminder calendar, or load its settings from a TOML/JSON file")
 def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
-    from bot.calendar_file import load_file, render
     from bot.core import load_registry
+    from bot.engine.calendar_file import load_file, render
 
     db = open_db(settings)
     registry = load_registry()
@@ -174,7 +176,7 @@ def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None)))
 @command("import-cameras", "import or update the camera list from CSV or XLSX")
 def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
-    from storage.cameras import import_cameras_file
+    from bot.flows.footage.cameras import import_cameras_file
 
     db = open_db(settings)
     report = import_cameras_file(db, ns.file, school_name=ns.school, tr=tr(settings))
@@ -187,7 +189,7 @@ def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
                                 help="also set quantity, condition and room of existing codes from the file")))
 @command("import-equipment", "import or update the teaching-equipment catalogue from CSV or XLSX")
 def cmd_import_equipment(ns: argparse.Namespace, settings: Settings) -> int:
-    from storage.equipment import import_equipment_file
+    from bot.flows.equipment.catalogue import import_equipment_file
 
     db = open_db(settings)
     report = import_equipment_file(db, ns.file, school_name=ns.school, tr=tr(settings),
@@ -279,7 +281,7 @@ def cmd_audit_export(ns: argparse.Namespace, settings: Settings) -> int:
                  p.add_argument("--apply", action="store_true", help="save the proposed addresses")))
 @command("email-names", "propose official e-mail addresses (001 Điều 5) for people without one")
 def cmd_email_names(ns: argparse.Namespace, settings: Settings) -> int:
-    from storage.email_names import run_cli
+    from bot.flows.accounts.email_names import run_cli
 
     db = open_db(settings)
     return run_cli(db, school_name=ns.school, suffix=ns.suffix, do_apply=ns.apply, tr=tr(settings))
@@ -289,7 +291,7 @@ def cmd_email_names(ns: argparse.Namespace, settings: Settings) -> int:
                  p.add_argument("--dry-run", action="store_true")))
 @command("import-accounts", "import who has which account (user names only) from CSV or XLSX")
 def cmd_import_accounts(ns: argparse.Namespace, settings: Settings) -> int:
-    from storage.accounts_import import import_accounts_file
+    from bot.flows.accounts.importer import import_accounts_file
 
     db = open_db(settings)
     report = import_accounts_file(db, ns.file, school_name=ns.school, dry_run=ns.dry_run, tr=tr(settings))
@@ -303,7 +305,7 @@ def cmd_import_accounts(ns: argparse.Namespace, settings: Settings) -> int:
                  p.add_argument("--remove", default=None, metavar="KEY")))
 @command("account-systems", "list or change the school's systems (sensitive ones need BGH approval for resets)")
 def cmd_account_systems(ns: argparse.Namespace, settings: Settings) -> int:
-    from storage.accounts_import import manage_systems
+    from bot.flows.accounts.importer import manage_systems
 
     db = open_db(settings)
     return manage_systems(db, school_name=ns.school, add=ns.add, key=ns.key, sensitive=ns.sensitive,

@@ -58,7 +58,7 @@ EXTRA_SEEDERS: list[DemoSeeder] = []
 
 def demo_email(full_name: str, suffix: str = DEMO_EMAIL_SUFFIX) -> str:
     """``Nguyễn Thị Vân`` → ``vannt@…``: given name + initials of the other names (001 Điều 5)."""
-    from storage.email_names import local_part
+    from bot.flows.accounts.email_names import local_part
 
     local = local_part(full_name)
     return local + suffix if local else ""

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.core import Clock, Dispatcher, Registry, Sender, Services, SystemClock, load_registry
+from bot.engine.fanout import FanOut
 from media.files import MediaStore
 from storage.db import Database
 from storage.models import utcnow
@@ -54,13 +55,12 @@ class Runtime:
         self.services = Services(settings=settings, registry=self.registry, clock=clock or SystemClock())
         self.sender = Sender(self.db, clock=self.services.clock)
         self.dispatcher = Dispatcher(self.db, self.services, self.sender)
-        from bot.fanout import FanOut
-
         self.fanout = FanOut(self)
-        self.services.extras["fanout"] = self.fanout
+        self.services.fanout = self.fanout
+        self.services.host = self
         self.media = MediaStore(settings.media_dir)
-        self.services.extras["media"] = self.media
-        self.services.extras["runtime"] = self
+        #: the Zalo channels' signed links to clips and files (bot.channels.zalo_common.MediaLinks)
+        self.media_links: Any = None
         self.channels: list[Channel] = []
         self.web_app = web.Application(client_max_size=2 * 1024 * 1024)
         self._runner: web.AppRunner | None = None
@@ -122,7 +122,7 @@ class Runtime:
         finally:
             self.dispatcher.ready.set()
         if scheduler:
-            from bot.reminders import Scheduler
+            from bot.engine.reminders import Scheduler
 
             self.scheduler = Scheduler(self)
             self.scheduler.start()
@@ -161,6 +161,3 @@ class Runtime:
 
     def request_stop(self) -> None:
         asyncio.get_event_loop().create_task(self.stop())
-
-    def extras(self) -> dict[str, Any]:
-        return self.services.extras

@@ -442,6 +442,9 @@ def _pg_restore(url: str, dump: Path, tr: Translator, result: RestoreResult, *, 
     if proc.returncode != 0:
         result.problems.append(tr.t("pg_restore failed: {error}", error=proc.stderr.strip()[-300:]))
         return False
+    from bot.core.flow import discover_workflows
+
+    discover_workflows()  # the workflows' tables are counted too
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

@@ -51,6 +51,7 @@ from storage.people import new_invite
 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.config import Settings
+    from bot.core.flow import StaffImportHook
     from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -528,8 +529,16 @@ def _line(p: Person | StaffRow, **kw: Any) -> PersonLine:
 
 
 def import_staff_file(db: Database, path: str, *, school_name: str | None, dry_run: bool,
-                      tr: Translator) -> ImportReport:
-    """Validate the whole file, then (unless ``dry_run``) apply it in one transaction."""
+                      tr: Translator, after: Sequence[StaffImportHook] | None = None) -> ImportReport:
+    """Validate the whole file, then (unless ``dry_run``) apply it in one transaction.
+
+    ``after``: hooks run in that transaction once the file is applied; by default every discovered
+    workflow's :attr:`~bot.core.Workflow.on_staff_import`."""
+    if after is None:
+        from bot.core.flow import discover_workflows
+
+        after = [wf.on_staff_import for wf in discover_workflows() if wf.on_staff_import is not None]
+    hooks = tuple(after)
     shown = Path(path).name or path
     try:
         candidates = read_table(path)
@@ -557,13 +566,13 @@ def import_staff_file(db: Database, path: str, *, school_name: str | None, dry_r
 
     def unit_of_work(s: Session) -> ImportReport:
         return _apply(s, rows, header=header, file=shown, school_name=school_name, default_name=default_name,
-                      dry_run=dry_run)
+                      dry_run=dry_run, after=hooks)
 
     return db.run_sync(unit_of_work)
 
 
 def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, school_name: str | None,
-           default_name: str, dry_run: bool) -> ImportReport:
+           default_name: str, dry_run: bool, after: Sequence[StaffImportHook]) -> ImportReport:
     created_school = defaulted = False
     school: School | None
     if school_name and clean(school_name):
@@ -652,9 +661,8 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
                      details={"file": file, "rows": len(rows), "created": len(created), "updated": len(updated),
                               "unchanged": unchanged, "status_changed": len(report.status_changes),
                               "missing": len(missing), "school_created": created_school})
-        from storage.accounts import after_staff_import  # revocation checklists, newcomers' e-mail names
-
-        after_staff_import(s, school=school, known=people, was_active=was_active, now=now)
+        for hook in after:  # the workflows' (accounts: revocation checklists, newcomers' e-mail names)
+            hook(s, school=school, known=people, was_active=was_active, now=now)
     return report
 
 

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel, col, select
 
+from bot.flows.accounts.models import Account, AccountReset, AccountStatus, Revocation, RevocationItem
 from bot.i18n import Translator
 from storage import audit
 from storage.models import Approval, ChannelIdentity, Person, PersonStatus, School
-from storage.models_accounts import Account, AccountReset, AccountStatus, Revocation, RevocationItem
 from tests.conftest import FixedClock
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
@@ -370,7 +370,7 @@ def _school(db):
 
 
 def test_import_accounts_refuses_passwords_and_shared_names(db, tmp_path, _school):
-    from storage.accounts_import import import_accounts_file
+    from bot.flows.accounts.importer import import_accounts_file
 
     ids = _school
     def give_phones(s):
@@ -409,8 +409,8 @@ def test_import_accounts_refuses_passwords_and_shared_names(db, tmp_path, _schoo
 
 
 def test_demo_seed_is_idempotent(db):
-    from bot.accounts import demo_seed
     from bot.demo import create_demo_school
+    from bot.flows.accounts.cards import demo_seed
 
     def count(s):
         return len(s.exec(select(Account)).all())
@@ -436,7 +436,7 @@ def test_cli_account_systems_and_import_accounts(settings, db, tmp_path, _school
     import sys
     from pathlib import Path
 
-    from storage.accounts import systems
+    from bot.flows.accounts.service import systems
 
     root = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from bot import approvals
-from bot.approvals import StageSpec
+from bot.engine import approvals
+from bot.engine.approvals import StageSpec
 from bot.runtime import Runtime
 from storage import audit
 from storage.models import Approval, ApprovalStage, AuditEvent, Person, PersonStatus

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from sqlmodel import Session, select
 
+from bot.flows.articles.models import Article, ArticleStatus, ArticleVersion
 from storage import audit
 from storage.models import Approval, PersonStatus, School
-from storage.models_articles import Article, ArticleStatus, ArticleVersion
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
 

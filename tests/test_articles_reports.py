@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from sqlmodel import Session, select
 
-from bot.articles import check_url, month_stats, parse_month
-from bot.articles_report import MONEY, build_chart, build_xlsx
 from bot.core import Registry
+from bot.flows.articles.models import Article, ArticleBallot, ArticleStatus, ArticleVoteRound, VoteStatus
+from bot.flows.articles.report import MONEY, build_chart, build_xlsx
+from bot.flows.articles.service import check_url, month_stats, parse_month
 from bot.i18n import Translator
 from storage.models import Notice, NoticeStatus, RuleSetting, School
-from storage.models_articles import Article, ArticleBallot, ArticleStatus, ArticleVoteRound, VoteStatus
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.test_articles_flow import T2, UIDS, A, B, H, M, P, S, T, seed_school
 
@@ -59,24 +59,7 @@ def notices(h: TgHarness, rule: str) -> list[Notice]:
 def articles_registry() -> Registry:
     """The real handlers and the article workflow only: other areas' reminders (sent at the same ticks)
     cannot blur what these tests count."""
-    import importlib
-    import pkgutil
-
-    import bot.handlers
-    from bot.flows import articles, articles_settings
-
-    reg = Registry()
-    for mod in sorted(pkgutil.iter_modules(bot.handlers.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"bot.handlers.{mod.name}")
-        if callable(getattr(module, "register", None)):
-            module.register(reg)
-    reg.add_flow(articles.FLOW)
-    reg.add_flow(articles_settings.FLOW)
-    reg.approval_hooks.update(articles.APPROVAL_HOOKS)
-    for rule in articles.RULES:
-        reg.add_rule(rule)
-    articles.register(reg)
-    return reg
+    return Registry().discover(only={"articles"})
 
 
 @pytest.fixture
@@ -386,8 +369,8 @@ async def test_vote_tie_not_broken_is_shared_and_single_winner_announced(h, cloc
 
 
 def test_demo_seed_is_idempotent(db):
-    from bot.articles import demo_seed
     from bot.demo import create_demo_school
+    from bot.flows.articles.service import demo_seed
 
     def go(s: Session) -> list[Article]:
         create_demo_school(s)

@@ -18,7 +18,7 @@ import pytest
 from sqlmodel import select
 
 from bot.core import Reply
-from bot.reminders import (
+from bot.engine.reminders import (
     DailyAt,
     EveryNDays,
     Monthly,
@@ -349,7 +349,7 @@ async def test_lich_shows_my_reminders_and_the_principal_tunes_the_calendar(sett
 LEADER_SCRIPT = textwrap.dedent("""
     import asyncio, sys
     from storage.db import Database
-    from bot.reminders import Leadership
+    from bot.engine.reminders import Leadership
 
     async def main():
         lead = Leadership(Database(sys.argv[1]))
@@ -402,8 +402,8 @@ def test_two_processes_on_postgresql_one_schedules_and_the_other_takes_over(db, 
 
 
 def test_calendar_file_loads_all_or_nothing(sqlite_db, tmp_path) -> None:
-    from bot.calendar_file import load_file, render
     from bot.core import load_registry
+    from bot.engine.calendar_file import load_file, render
     from bot.i18n import Translator
 
     tr = Translator("vi")

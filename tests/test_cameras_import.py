@@ -5,9 +5,9 @@ from __future__ import annotations
 from openpyxl import Workbook
 from sqlmodel import select
 
+from bot.flows.footage.cameras import import_cameras_file
+from bot.flows.footage.models import Camera
 from bot.i18n import Translator
-from storage.cameras import import_cameras_file
-from storage.models import Camera
 from tests.helpers import make_school
 
 

@@ -28,17 +28,16 @@ from sqlmodel import Session, select
 
 from bot.config import Settings
 from bot.core import Ctx, Inbound, Registry, Reply, Services, load_registry
+from bot.engine.reminders import queue_notice
+from bot.flows.footage.models import Camera, FootageRequest
 from bot.i18n import Translator
-from bot.reminders import queue_notice
 from media.synth import make_archive
 from storage import audit
 from storage.db import Database
 from storage.models import (
     Approval,
     ApprovalStage,
-    Camera,
     Conversation,
-    FootageRequest,
     Notice,
     OutboxMessage,
     Person,
@@ -340,7 +339,7 @@ async def test_clip_extraction_killed_while_ffmpeg_runs(bot: BotProcess, db: Dat
 
 # -- (d): a reminder fan-out -----------------------------------------------------------------------------
 def _seed_notices(s: Session, settings: Settings, school_id: int) -> list[int]:
-    """``FANOUT_PEOPLE`` teachers on Telegram, each with one queued notice (``bot.reminders.queue_notice``)."""
+    """``FANOUT_PEOPLE`` teachers on Telegram, each with one queued notice (``bot.engine.reminders.queue_notice``)."""
     school = s.get(School, school_id)
     assert school is not None
     ctx = Ctx(session=s, services=Services(settings=settings, registry=Registry(), extras={"fanout": object()}),

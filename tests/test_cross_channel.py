@@ -12,9 +12,10 @@ import pytest
 from sqlmodel import select
 
 from bot.channels.zalo_oa import ZaloOAChannel
+from bot.flows.footage.models import Camera, FootageRequest
 from media.synth import make_archive
 from storage import audit
-from storage.models import Approval, Camera, FootageRequest
+from storage.models import Approval
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.fakes.zalo_servers import FakeZaloOA
 from tests.helpers import make_person, make_school

@@ -80,9 +80,9 @@ def test_main_demo_no_serve(tmp_path: Path) -> None:
         assert len(_people(db)) == len(list(Role))
         from sqlmodel import select
 
-        from storage.models import Camera
-        from storage.models_accounts import Account
-        from storage.models_equipment import EquipmentItem
+        from bot.flows.accounts.models import Account
+        from bot.flows.equipment.models import EquipmentItem
+        from bot.flows.footage.models import Camera
 
         # every workflow has something to show in the demo, and the second run duplicated nothing
         counts = db.run_sync(lambda s: (len(s.exec(select(Camera)).all()), len(s.exec(select(EquipmentItem)).all()),

@@ -15,10 +15,10 @@ from sqlmodel import col, select
 
 from bot.config import Settings
 from bot.demo import demo_email
+from bot.flows.accounts.email_names import NameEntry, assign, local_part, proposals
 from bot.i18n import Translator
 from storage import audit
 from storage.db import Database
-from storage.email_names import NameEntry, assign, local_part, proposals
 from storage.models import Person, School
 from storage.staff_import import import_staff_file
 

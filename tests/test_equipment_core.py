@@ -11,19 +11,19 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlmodel import select
 
-from bot import reminders
-from bot.equipment_reports import parse_period
-from bot.runtime import Runtime
-from storage import audit
-from storage.equipment import Stock, apply_kind, find_items
-from storage.models import Approval, Delegation
-from storage.models_equipment import (
+from bot.engine import reminders
+from bot.flows.equipment.catalogue import Stock, apply_kind, find_items
+from bot.flows.equipment.models import (
     EquipmentBatch,
     EquipmentChange,
     EquipmentItem,
     ItemStatus,
     RepairRequest,
 )
+from bot.flows.equipment.xlsx import parse_period
+from bot.runtime import Runtime
+from storage import audit
+from storage.models import Approval, Delegation
 from tests.helpers import RecordingChannel, inbound, make_person, make_school
 
 

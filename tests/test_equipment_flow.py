@@ -14,11 +14,11 @@ import pytest
 from openpyxl import load_workbook
 from sqlmodel import select
 
-from bot import reminders
-from bot.equipment import deadline_for
+from bot.engine import reminders
+from bot.flows.equipment.models import EquipmentBatch, EquipmentChange, EquipmentItem
+from bot.flows.equipment.service import deadline_for
 from storage import audit
 from storage.models import School
-from storage.models_equipment import EquipmentBatch, EquipmentChange, EquipmentItem
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
 

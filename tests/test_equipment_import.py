@@ -10,10 +10,10 @@ from openpyxl import Workbook
 from sqlmodel import select
 
 import main
+from bot.flows.equipment.catalogue import import_equipment_file, parse_quantity
+from bot.flows.equipment.models import EquipmentItem
 from bot.i18n import Translator
 from storage import audit
-from storage.equipment import import_equipment_file, parse_quantity
-from storage.models_equipment import EquipmentItem
 from tests.helpers import make_school
 
 TR = Translator("vi")
@@ -103,7 +103,7 @@ def test_bad_rows_import_nothing_and_name_excel_rows(db, tmp_path):
 
 
 def test_demo_seed_is_idempotent(db):
-    from storage.equipment import demo_seed
+    from bot.flows.equipment.catalogue import demo_seed
 
     school = db.run_sync(lambda s: make_school(s))
     assert db.run_sync(lambda s: demo_seed(s, s.merge(school))) == 10

@@ -11,16 +11,16 @@ import pytest
 from openpyxl import load_workbook
 from sqlmodel import select
 
-from bot.i18n import Translator
-from storage import audit
-from storage.backup import record_backup, run_backup
-from storage.models_equipment import (
+from bot.flows.equipment.models import (
     EquipmentChange,
     EquipmentItem,
     EquipmentReport,
     EquipmentUse,
     RepairRequest,
 )
+from bot.i18n import Translator
+from storage import audit
+from storage.backup import record_backup, run_backup
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
 

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from bot.flows import footage
+from bot.flows.footage import steps as footage
+from bot.flows.footage.models import Camera, FootageRequest
 from bot.runtime import Runtime
 from media.synth import make_archive
 from storage import audit
-from storage.models import Approval, Camera, FootageRequest, School
+from storage.models import Approval, School
 from tests.helpers import RecordingChannel, inbound, make_person, make_school
 
 # 2026-11-23 09:00 in Hà Nội = 02:00 UTC (the FixedClock's start); recordings 08:00–08:03 local.
@@ -188,7 +189,7 @@ async def test_retention_deletes_old_clip_but_keeps_evidence(env):
 
 async def _rule_tick(rt) -> None:
     """One scheduler tick of every reminder rule (as the leader), then the background work."""
-    from bot.reminders import Scheduler
+    from bot.engine.reminders import Scheduler
 
     sched = Scheduler(rt)
     try:
@@ -283,8 +284,8 @@ async def test_prefilled_request_goes_straight_to_the_duration(env):
 
 
 async def test_progress_edits_the_extracting_message(env, monkeypatch):
-    from bot import footage_jobs
     from bot.core import Reply
+    from bot.flows.footage import jobs as footage_jobs
 
     rt, ch, ids, clock = env
     monkeypatch.setattr(footage_jobs, "PROGRESS_EVERY_S", 0.0)

@@ -36,15 +36,18 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlmodel import Session, col, select
 
-from bot import accounts, approvals, articles, incidents
 from bot.core import Contact, FileRef, Inbound, Outbound
 from bot.demo import create_demo_school
-from bot.demo_footage import seed_cameras
+from bot.engine import approvals
+from bot.flows.accounts import cards as accounts
+from bot.flows.articles import service as articles
+from bot.flows.equipment import catalogue as equipment_store
+from bot.flows.footage.demo import seed_cameras
+from bot.flows.incidents import service as incidents
 from bot.i18n import Translator
 from bot.roles import Role
 from bot.runtime import Runtime
 from storage import audit
-from storage import equipment as equipment_store
 from storage.models import (
     Approval,
     ApprovalStage,

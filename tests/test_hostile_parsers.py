@@ -18,15 +18,16 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from bot import approvals
-from bot.articles import parse_month
-from bot.equipment_reports import parse_period
+from bot.engine import approvals
+from bot.engine.reminders import Continuous, DailyAt, EveryNDays, Monthly, Quarterly, Weekly
 from bot.flows import calendar as calendar_flow
-from bot.flows import equipment as equipment_flow
-from bot.flows import footage as footage_flow
-from bot.flows.incidents import parse_when
+from bot.flows.accounts.email_names import NameEntry, assign, local_part
+from bot.flows.articles.service import parse_month
+from bot.flows.equipment import changes as equipment_flow
+from bot.flows.equipment.xlsx import parse_period
+from bot.flows.footage import steps as footage_flow
+from bot.flows.incidents.report import parse_when
 from bot.i18n import Translator
-from bot.reminders import Continuous, DailyAt, EveryNDays, Monthly, Quarterly, Weekly
 from bot.text import (
     MAX_ID,
     clean,
@@ -40,7 +41,6 @@ from bot.text import (
     parse_id,
     parse_time,
 )
-from storage.email_names import NameEntry, assign, local_part
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -348,13 +348,13 @@ def test_approval_payload_round_trip(i: int, action: str) -> None:
 
 
 def test_incident_payload_refuses_superscript_digits() -> None:
-    from bot.incidents import parse_payload
+    from bot.flows.incidents.service import parse_payload
 
     assert parse_payload("ic:²:ack") is None
 
 
 def test_article_review_payload_refuses_superscript_digits() -> None:
-    from bot.flows.articles_review import PREFIX, parse_payload
+    from bot.flows.articles.review import PREFIX, parse_payload
 
     assert parse_payload(f"{PREFIX}:²:fwd") is None
 

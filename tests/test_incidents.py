@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, col, select
 
-from bot import incidents
-from bot.flows.incidents import parse_when
-from bot.incidents_docx import doc_code, vn_date
-from storage.models import Camera, School
-from storage.models_incidents import IncidentCounter
+from bot.flows.footage.models import Camera
+from bot.flows.incidents import service as incidents
+from bot.flows.incidents.docx import doc_code, vn_date
+from bot.flows.incidents.models import IncidentCounter
+from bot.flows.incidents.report import parse_when
+from storage.models import School
 from tests.helpers import make_person, make_school
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -149,7 +150,7 @@ def test_payloads_are_parsed_strictly():
 
 
 def test_quiet_hours_window_is_what_holds_normal_reports(settings):
-    from bot.reminders import in_quiet_hours
+    from bot.engine.reminders import in_quiet_hours
 
     window = settings.quiet_window()
     assert window is not None
@@ -158,7 +159,7 @@ def test_quiet_hours_window_is_what_holds_normal_reports(settings):
 
 
 def test_demo_seed_is_idempotent(db):
-    from storage.models_incidents import Incident
+    from bot.flows.incidents.models import Incident
 
     with db.session() as s:
         school = make_school(s)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import io
-import pkgutil
 from datetime import UTC, datetime
 
 import pytest
@@ -17,10 +15,11 @@ from docx import Document
 from sqlmodel import col, select
 
 from bot.core import Registry
-from bot.reminders import in_quiet_hours
+from bot.engine.reminders import in_quiet_hours
+from bot.flows.footage.models import Camera
+from bot.flows.incidents.models import Incident, IncidentAttachment
 from storage import audit
-from storage.models import Camera, Conversation, Notice, School
-from storage.models_incidents import Incident, IncidentAttachment
+from storage.models import Conversation, Notice, School
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
 
@@ -29,30 +28,12 @@ NIGHT = datetime(2026, 11, 22, 19, 0, tzinfo=UTC)  # 02:00 on Monday 23/11 in HÃ
 PHOTO = b"\xff\xd8\xff\xe0 a photo of the fence" * 20
 VOICE = b"OggS voice note bytes" * 30
 
-FLOW_MODULES = ("delegation", "footage", "incidents", "incidents_outage", "profile")
+WORKFLOWS = ("delegation", "footage", "incidents", "profile")
 
 
 def _registry() -> Registry:
-    """The real handlers and the flows this workflow meets (footage, delegation, profile), built the
-    way ``Registry.discover`` does, so workflows being written in parallel cannot break these tests."""
-    import bot.handlers
-
-    reg = Registry()
-    for mod in sorted(pkgutil.iter_modules(bot.handlers.__path__), key=lambda m: m.name):
-        if not mod.name.startswith("_"):
-            fn = getattr(importlib.import_module(f"bot.handlers.{mod.name}"), "register", None)
-            if fn is not None:
-                fn(reg)
-    for name in FLOW_MODULES:
-        module = importlib.import_module(f"bot.flows.{name}")
-        reg.add_flow(module.FLOW)
-        reg.approval_hooks.update(getattr(module, "APPROVAL_HOOKS", {}) or {})
-        for rule in getattr(module, "RULES", ()) or ():
-            reg.add_rule(rule)
-        extra = getattr(module, "register", None)
-        if callable(extra):
-            extra(reg)
-    return reg
+    """The real handlers and the workflows an incident meets (footage, delegation, profile)."""
+    return Registry().discover(only=WORKFLOWS)
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import select
 
-from bot import approvals
+from bot.engine import approvals
+from bot.flows.footage.models import Camera, FootageRequest
 from media.synth import make_archive
 from storage import audit
-from storage.models import Approval, Camera, FootageRequest
+from storage.models import Approval
 from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
 from tests.helpers import make_person, make_school
 

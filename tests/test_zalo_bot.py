@@ -286,7 +286,7 @@ async def test_typed_payload_from_unlinked_user_gets_only_link_instructions(poll
 
 async def test_approval_decided_by_number(polling, fake, clock):
     rt, ch = polling
-    from bot import approvals
+    from bot.engine import approvals
     from storage.models import Approval
 
     def seed(s):

@@ -337,7 +337,7 @@ async def test_window_closed_is_reported_not_raised(oa, fake, clock, caplog):
 
 async def test_approval_decided_by_button_and_typed_payload_of_others_refused(oa, fake, clock):
     rt, ch, url = oa
-    from bot import approvals
+    from bot.engine import approvals
     from storage.models import Approval
 
     def seed(s):

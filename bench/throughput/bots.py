@@ -92,7 +92,7 @@ async def run_ours(args: argparse.Namespace) -> None:
         bot = channel.app.bot
         bot._request = (bot._request[0], _request(args.http or rt.settings.telegram_http_client, args))
     rt.services.extras.pop("runtime", None)  # no clip extraction: see the module docstring
-    logging.getLogger("bot.flows.footage").setLevel(logging.ERROR)  # its "will not be extracted" warning
+    logging.getLogger("bot.flows.footage.steps").setLevel(logging.ERROR)  # its "will not be extracted" warning
     await rt.start(scheduler=args.scheduler)
     settle_heap()  # as main.py run does
     say({"ready": True, "pid": os.getpid(), "memory_kb": memory_kb(), "web_port": rt.web_port, **counters()})

@@ -118,8 +118,9 @@ def seed(url: str, people: int) -> Seeded:
     one camera per school, and link every person to a Telegram user id (as /start would)."""
     from sqlmodel import Session
 
+    from bot.flows.footage.models import Camera
     from storage.db import Database
-    from storage.models import Camera, Person, School
+    from storage.models import Person, School
     from storage.people import link_identity
 
     db = Database(url)

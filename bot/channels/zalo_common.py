@@ -338,10 +338,10 @@ class MediaLinks:
     @classmethod
     def of(cls, runtime: Any) -> MediaLinks:
         """The runtime's shared instance (the route is registered once)."""
-        links = runtime.services.extras.get("media_links")
+        links = runtime.media_links
         if links is None:
             links = cls(runtime)
-            runtime.services.extras["media_links"] = links
+            runtime.media_links = links
         return links  # type: ignore[no-any-return]
 
     def base_url(self) -> str:

@@ -54,6 +54,7 @@ from bot.channels.zalo_common import (
     translator_for,
 )
 from bot.core import Button, ChannelName, Contact, Inbound, MessageRef, Outbound, OutFile, Reply
+from bot.core.windows import MESSAGING_WINDOWS
 from bot.i18n import Translator
 from storage.models import ChannelIdentity, KeyValue, utcnow
 
@@ -67,7 +68,7 @@ IMAGE_LIMIT = 1024 * 1024
 FILE_LIMIT = 5 * 1024 * 1024
 DOC_EXTENSIONS = {".pdf", ".doc", ".docx"}
 FREE_WINDOW = timedelta(hours=48)
-CONSULT_WINDOW = timedelta(days=7)
+CONSULT_WINDOW = MESSAGING_WINDOWS[ChannelName.ZALO_OA]
 KV_ACCESS, KV_REFRESH, KV_EXPIRES = "zalo_oa.access_token", "zalo_oa.refresh_token", "zalo_oa.expires_at"
 ERR_TOKEN = -216
 ERR_WINDOW = -230

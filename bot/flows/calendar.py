@@ -29,9 +29,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.core import Button, Ctx, Flow, Inbound, Registry, Reply, Step, choice, choice_value, keyboard
-from bot.i18n import N_, Translator
-from bot.reminders import (
+from bot.core import (
+    Button,
+    Ctx,
+    Flow,
+    Inbound,
+    Reply,
+    Step,
+    Workflow,
+    choice,
+    choice_value,
+    keyboard,
+)
+from bot.engine.reminders import (
     Continuous,
     DailyAt,
     EveryNDays,
@@ -44,6 +54,7 @@ from bot.reminders import (
     rule_params,
     set_rule,
 )
+from bot.i18n import N_, Translator
 from bot.roles import ROLE_TITLES, Role
 from bot.text import fold, parse_id, parse_time
 from bot.workdays import school_days_off
@@ -309,11 +320,6 @@ def roles(ctx: Ctx, msg: Inbound) -> Step:
     return _roles_screen(ctx, rule)
 
 
-def register(reg: Registry) -> None:
-    # Held notices (nobody reachable when they fell due) go out as soon as the person writes.
-    reg.person_seen_hooks.append(release_held)
-
-
 FLOW = Flow(
     name="calendar",
     command="lich",
@@ -324,3 +330,6 @@ FLOW = Flow(
     states={"view": view, "pick": pick, "rule": rule_, "day": day, "hour": hour, "roles": roles},
     order=80,
 )
+
+#: held notices (nobody reachable when they fell due) go out as soon as the person writes
+WORKFLOW = Workflow(name="calendar", title=FLOW.title, flows=(FLOW,), rules=RULES, on_person_seen=(release_held,))

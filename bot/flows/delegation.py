@@ -21,8 +21,8 @@ from datetime import date, timedelta
 
 from sqlmodel import col, select
 
-from bot import approvals
-from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
+from bot.core import Ctx, Flow, Inbound, Reply, Step, Workflow, choice, choice_value, keyboard
+from bot.engine import approvals
 from bot.i18n import N_, Translator
 from bot.roles import Role
 from bot.text import parse_date_range, parse_id
@@ -182,3 +182,5 @@ FLOW = Flow(
     roles=frozenset({Role.PRINCIPAL}),
     order=80,
 )
+
+WORKFLOW = Workflow(name=FLOW.name, title=FLOW.title, flows=(FLOW,))

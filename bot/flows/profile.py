@@ -15,7 +15,7 @@ stateDiagram-v2
 
 from __future__ import annotations
 
-from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
+from bot.core import Ctx, Flow, Inbound, Reply, Step, Workflow, choice, choice_value, keyboard
 from bot.handlers.menu import roles_text
 from bot.i18n import N_
 from bot.text import clean, display_phone, normalize_email, parse_id
@@ -127,3 +127,5 @@ FLOW = Flow(
     states={"menu": menu, "unit": unit, "email": email, "lang": lang},
     order=90,
 )
+
+WORKFLOW = Workflow(name=FLOW.name, title=FLOW.title, flows=(FLOW,))

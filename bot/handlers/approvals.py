@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot import approvals
 from bot.core import Ctx, Flow, Handler, Inbound, Registry, Reply, Step, choice, choice_value, keyboard
+from bot.engine import approvals
 from bot.i18n import N_
 from bot.text import clean
 

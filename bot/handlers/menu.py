@@ -98,4 +98,5 @@ def register(reg: Registry) -> None:
                             order=3))
     reg.add_handler(Handler(on_menu_payload, prefix=MENU_PREFIX))
     reg.on_idle = on_idle
+    reg.menu = menu_reply
     reg.on_unknown_command = unknown_command

@@ -5,10 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers the tables)
+import storage.models  # noqa: F401  (registers the shared tables)
+from bot.core.flow import discover_workflows
 from storage.db import make_engine
 
 config = context.config
+discover_workflows()  # importing each workflow package registers its tables
 target_metadata = SQLModel.metadata
 
 

@@ -99,7 +99,7 @@ class TgHarness:
 
     async def tick(self) -> None:
         """One scheduler tick (approval reminders, retention, every reminder rule), as the leader."""
-        from bot.reminders import Scheduler
+        from bot.engine.reminders import Scheduler
 
         sched = Scheduler(self.rt)
         try:

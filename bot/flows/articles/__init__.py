@@ -1,0 +1,18 @@
+"""Articles for the school portal: submit (``submit.py``), the editorial board's review and
+publication (``review.py``), the monthly vote (``vote.py``), statistics and the monthly report
+(``stats.py``, ``report.py``), the school's article settings (``configure.py``)."""
+
+from bot.core import Workflow
+from bot.flows.articles import configure, review, submit
+from bot.flows.articles.models import Article, ArticleBallot, ArticleVersion, ArticleVoteRound
+from bot.i18n import N_
+
+WORKFLOW = Workflow(
+    name="articles",
+    title=N_("Submit an article"),
+    flows=(submit.FLOW, configure.FLOW, *submit.FLOWS),
+    handlers=submit.HANDLERS,
+    approval_hooks={"article": review.on_decided},
+    rules=submit.RULES,
+    tables=(Article, ArticleVersion, ArticleVoteRound, ArticleBallot),
+)

@@ -1,0 +1,25 @@
+"""Teaching equipment (seed 003): record changes and have them approved (``changes.py``), borrow and
+return (``use.py``), IT repair requests (``repair.py``), semester reports and backups
+(``report.py``, ``xlsx.py``), the catalogue import (``catalogue.py``)."""
+
+from bot.core import Workflow
+from bot.flows.equipment import changes, repair, report, use
+from bot.flows.equipment.models import (
+    EquipmentBatch,
+    EquipmentChange,
+    EquipmentItem,
+    EquipmentReport,
+    EquipmentUse,
+    RepairRequest,
+)
+from bot.i18n import N_
+
+WORKFLOW = Workflow(
+    name="equipment",
+    title=N_("Equipment changes"),
+    flows=(changes.FLOW, use.FLOW, repair.FLOW, report.FLOW, *changes.FLOWS, *repair.FLOWS),
+    handlers=(*changes.HANDLERS, *use.HANDLERS, *repair.HANDLERS, *report.HANDLERS),
+    approval_hooks={"equipment_repair": repair.on_decided},
+    rules=(*changes.RULES, *report.RULES),
+    tables=(EquipmentItem, EquipmentBatch, EquipmentChange, EquipmentUse, RepairRequest, EquipmentReport),
+)

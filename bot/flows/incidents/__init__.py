@@ -1,0 +1,17 @@
+"""Incidents: report from the phone (``report.py``; a guard's one-line quick path too), follow-up,
+escalation and the written report (``service.py``, ``docx.py``), planned outages (``outage.py``)."""
+
+from bot.core import Workflow
+from bot.flows.incidents import outage, report
+from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, Outage
+from bot.i18n import N_
+
+WORKFLOW = Workflow(
+    name="incidents",
+    title=N_("Report an incident"),
+    flows=(report.FLOW, outage.FLOW, *report.FLOWS),
+    handlers=report.HANDLERS,
+    rules=report.RULES,
+    tables=(Incident, IncidentAttachment, IncidentCounter, Outage),
+    on_idle=report.quick_report,
+)
