@@ -338,11 +338,18 @@ async def test_clip_extraction_killed_while_ffmpeg_runs(bot: BotProcess, db: Dat
 
 
 # -- (d): a reminder fan-out -----------------------------------------------------------------------------
+class _IdleFanOut:
+    """A fan-out that is never run here: notices are only queued (the bot process sends them)."""
+
+    async def drain(self, *, max_rounds: int = 0) -> int:
+        return 0
+
+
 def _seed_notices(s: Session, settings: Settings, school_id: int) -> list[int]:
     """``FANOUT_PEOPLE`` teachers on Telegram, each with one queued notice (``bot.engine.reminders.queue_notice``)."""
     school = s.get(School, school_id)
     assert school is not None
-    ctx = Ctx(session=s, services=Services(settings=settings, registry=Registry(), extras={"fanout": object()}),
+    ctx = Ctx(session=s, services=Services(settings=settings, registry=Registry(), fanout=_IdleFanOut()),
               inbound=Inbound(channel="scheduler", user_id="", chat_id="", update_key=""), person=None,
               school=school, tr=Translator("vi", settings.tz), now=utcnow())
     people: list[Person] = []
