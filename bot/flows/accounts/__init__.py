@@ -5,7 +5,6 @@ names (``email_names.py``), the accounts import (``importer.py``)."""
 from bot.core import Workflow
 from bot.flows.accounts import admin, reset, staff
 from bot.flows.accounts.models import Account, AccountReset, Revocation, RevocationItem
-from bot.flows.accounts.service import after_staff_import
 from bot.i18n import N_
 
 WORKFLOW = Workflow(
@@ -16,5 +15,5 @@ WORKFLOW = Workflow(
     approval_hooks={"account_reset": reset.on_decided},
     rules=reset.RULES,
     tables=(Account, AccountReset, Revocation, RevocationItem),
-    on_staff_import=after_staff_import,
+    on_staff_import=staff.after_staff_import,
 )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
+from bot.flows.accounts.service import find_school
 from bot.roles import Role
 from bot.text import fold, normalize_email
 from storage import audit
@@ -173,8 +174,6 @@ def assign_for_newcomers(session: Session, *, school: School, people: Sequence[P
 
 def run_cli(db: Database, *, school_name: str | None, suffix: str | None, do_apply: bool, tr: Translator) -> int:
     """``python main.py email-names``: print the proposals; save them with ``--apply``."""
-    from bot.flows.accounts.service import find_school
-
     def unit_of_work(s: Session) -> tuple[int, list[str]]:
         school, problem = find_school(s, school_name, tr=tr)
         if school is None:

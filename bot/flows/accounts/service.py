@@ -314,26 +314,7 @@ def open_revocations(session: Session, *, school_id: int) -> list[Revocation]:
                              .order_by(col(Revocation.opened_at), col(Revocation.id))))
 
 
-def after_staff_import(session: Session, *, school: School, known: Sequence[Person], was_active: set[int | None],
-                       now: datetime) -> tuple[int, int]:
-    """Hook of the staff import (``storage/staff_import.py``), in its transaction: open the revocation
-    checklist of everyone the file moved out of service, and give newcomers their official e-mail
-    address (001 Điều 5). Returns (checklists opened, addresses given)."""
-    from bot.flows.accounts import email_names
-
-    opened = 0
-    for person in known:
-        if person.id in was_active and person.status in DEPARTED:
-            open_revocation(session, person=person, source="import", channel="cli", now=now)
-            opened += 1
-    known_ids = {p.id for p in known}
-    newcomers = [p for p in session.exec(select(Person).where(Person.school_id == school.id)
-                                         .order_by(col(Person.id))).all() if p.id not in known_ids]
-    named = email_names.assign_for_newcomers(session, school=school, people=newcomers, now=now)
-    return opened, named
-
-
 __all__ = ["DEFAULT_SYSTEMS", "DEPARTED", "SETTINGS_KEY", "System", "account_settings", "accounts_of", "add_account",
-           "after_staff_import", "claim_reset", "delete_after_seconds", "find_school", "find_system", "open_reset",
+           "claim_reset", "delete_after_seconds", "find_school", "find_system", "open_reset",
            "open_revocation", "open_revocations", "revocation_items", "save_systems", "set_lock", "stop_identities",
            "system_for", "systems", "tick_item"]

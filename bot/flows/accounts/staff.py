@@ -20,19 +20,29 @@ stateDiagram-v2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.engine.reminders import queue_notice
+from bot.flows.accounts import email_names
 from bot.flows.accounts.cards import STATUS_LABELS, it_team, match_people, principals, revocation_card
 from bot.flows.accounts.models import AccountStatus, Revocation
 from bot.flows.accounts.reset import RULE_REVOCATIONS, card_key, progress_key
-from bot.flows.accounts.service import accounts_of, open_revocation, open_revocations, revocation_items
+from bot.flows.accounts.service import (
+    DEPARTED,
+    accounts_of,
+    open_revocation,
+    open_revocations,
+    revocation_items,
+)
 from bot.i18n import N_, Translator
 from bot.roles import Role
 from bot.text import parse_id
-from storage.models import Person, PersonStatus
+from storage.models import Person, PersonStatus, School
 
 MAX_MATCHES = 10
 
@@ -165,6 +175,23 @@ def announce(ctx: Ctx, rev: Revocation) -> None:
         if all(p.id != q.id for q in team):
             queue_notice(ctx, rule=RULE_REVOCATIONS, person=p, period=progress_key(rev.id), make=progress,
                          school_id=school_id)
+
+
+def after_staff_import(session: Session, *, school: School, known: Sequence[Person], was_active: set[int | None],
+                       now: datetime) -> tuple[int, int]:
+    """Hook of the staff import (``storage/staff_import.py``), in its transaction: open the revocation
+    checklist of everyone the file moved out of service, and give newcomers their official e-mail
+    address (001 Điều 5). Returns (checklists opened, addresses given)."""
+    opened = 0
+    for person in known:
+        if person.id in was_active and person.status in DEPARTED:
+            open_revocation(session, person=person, source="import", channel="cli", now=now)
+            opened += 1
+    known_ids = {p.id for p in known}
+    newcomers = [p for p in session.exec(select(Person).where(Person.school_id == school.id)
+                                         .order_by(col(Person.id))).all() if p.id not in known_ids]
+    named = email_names.assign_for_newcomers(session, school=school, people=newcomers, now=now)
+    return opened, named
 
 
 FLOW = Flow(

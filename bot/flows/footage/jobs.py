@@ -31,6 +31,7 @@ from sqlmodel import col, select
 
 from bot.core import Button, Ctx, Host, Reply, keyboard
 from bot.flows.footage.models import Camera, FootageRequest, FootageStatus
+from bot.flows.footage.service import PREFIX, custody_notice, custody_people, video_reply
 from bot.i18n import Translator
 from storage.models import Person, School
 
@@ -173,8 +174,6 @@ async def _extract_and_deliver(runtime: Host, req_id: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     def deliver(ctx: Ctx) -> None:
-        from bot.flows.footage.steps import custody_notice, custody_people, video_reply
-
         req = ctx.session.get(FootageRequest, req_id)
         assert req is not None
         req.clip_path, req.clip_sha256, req.clip_size = str(out), result.sha256, result.size
@@ -298,8 +297,6 @@ def recover(ctx: Ctx) -> None:
 
 
 def _failed(ctx: Ctx, req_id: int, key: str) -> None:
-    from bot.flows.footage.steps import PREFIX, custody_people
-
     req = ctx.session.get(FootageRequest, req_id)
     if req is None:
         return

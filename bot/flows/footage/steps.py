@@ -34,7 +34,6 @@ from bot.core import (
     Flow,
     Handler,
     Inbound,
-    OutFile,
     Reply,
     Step,
     choice,
@@ -43,15 +42,15 @@ from bot.core import (
 )
 from bot.engine import approvals
 from bot.flows.footage.models import Camera, FootageRequest, FootageStatus
+from bot.flows.footage.service import PREFIX
+from bot.flows.footage.service import when_text as _when
 from bot.i18n import N_, Translator
-from bot.roles import BGH, Role
+from bot.roles import Role
 from bot.text import fold, parse_date, parse_id, parse_time
-from storage.models import Approval, Person, School
-from storage.people import people_with_role
+from storage.models import Approval, School
 
 log = logging.getLogger(__name__)
 
-PREFIX = "fx"
 REVIEW_PURPOSE = N_("Periodic footage review (archive)")
 #: Who does the 15-day review (Điều 5.2) and may cut archive clips without approval (Điều 7–8).
 REVIEW_ROLES = frozenset({Role.GUARD_LEAD, Role.IT, Role.PRINCIPAL, Role.VICE_PRINCIPAL})
@@ -79,11 +78,6 @@ def cameras(ctx: Ctx) -> list[Camera]:
 def _window(ctx: Ctx) -> tuple[datetime, datetime]:
     start = datetime.fromisoformat(ctx.data["start"])
     return start, start + timedelta(seconds=int(ctx.data["duration"]))
-
-
-def _when(tr: Translator, start: datetime, seconds: int) -> str:
-    end = start + timedelta(seconds=seconds)
-    return tr.t("{start} to {end} on {date}", start=tr.time(start), end=tr.time(end), date=tr.date(start))
 
 
 def coverage_for(ctx_settings: Any, camera: Camera, start: datetime, end: datetime, now: datetime) -> Any:
@@ -459,31 +453,6 @@ def retention_tick(ctx: Ctx) -> None:
 
         audit.record(ctx.session, action="footage.clip_deleted", school_id=audit_school.id if audit_school else None,
                      subject=f"footage:{req.id}", details={"sha256": req.clip_sha256}, at=ctx.now)
-
-
-def custody_people(ctx: Ctx, school_id: int) -> list[Person]:
-    out: list[Person] = []
-    for role in (Role.IT, Role.GUARD_LEAD, *BGH):
-        for p in people_with_role(ctx.session, school_id=school_id, role=role):
-            if all(p.id != q.id for q in out):
-                out.append(p)
-    return out
-
-
-def video_reply(tr: Translator, req: FootageRequest, cam: Camera) -> Reply:
-    start = req.start_at
-    caption = tr.t("🎥 Request #{id} · {camera}\n{window}\nSHA-256: {sha}…", id=req.id, camera=cam.name,
-                   window=_when(tr, start, req.duration_s), sha=(req.clip_sha256 or "")[:16])
-    return Reply(caption, file=OutFile(kind="video", path=req.clip_path or "", file_name=f"camera-{req.id}.mp4",
-                                       mime="video/mp4"), protect=True)
-
-
-def custody_notice(tr: Translator, req: FootageRequest, cam: Camera, requester: Person | None) -> Reply:
-    """To IT, the guard lead and BGH: what was delivered, with “keep as evidence”."""
-    return Reply(tr.t("🎥 The clip of request #{id} ({camera}, {window}) was delivered to {name}. "
-                      "SHA-256: {sha}", id=req.id, camera=cam.name, window=_when(tr, req.start_at, req.duration_s),
-                      name=requester.full_name if requester else "?", sha=req.clip_sha256 or ""),
-                 buttons=keyboard(Button(tr.t("🔒 Keep as evidence"), f"{PREFIX}:{req.id}:keep")))
 
 
 EVIDENCE_FLOW = Flow(name="footage_evidence", title=N_("Keep a clip as evidence"), start=_evidence_start,

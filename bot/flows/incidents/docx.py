@@ -29,7 +29,9 @@ from docx.text.paragraph import Paragraph
 from sqlmodel import Session
 
 from bot.flows.footage.models import Camera
+from bot.flows.incidents.common import KINDS, attachments, group_of
 from bot.flows.incidents.models import Incident, IncidentStatus
+from bot.flows.incidents.settings import conf
 from bot.i18n import Translator
 from bot.roles import ROLE_TITLES, Role
 from bot.text import fold
@@ -107,8 +109,6 @@ def _cell_first(cell: _Cell, text: str, **kw: object) -> Paragraph:
 def build_report(session: Session, inc: Incident, school: School, *, path: Path, today: date,
                  tz: ZoneInfo) -> Path:
     """Write the report of ``inc`` to ``path`` and return it."""
-    from bot.flows.incidents.service import KINDS, attachments, conf, group_of
-
     tr = Translator("vi", tz)
     c = conf(school)
     reporter = session.get(Person, inc.reporter_id)

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, update
@@ -40,7 +40,9 @@ from sqlmodel import Session, col, select
 
 from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply, Step, keyboard
 from bot.flows.footage.models import Camera
+from bot.flows.incidents.common import ICONS, IT_KINDS, KINDS, attachments, group_of
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, IncidentStatus
+from bot.flows.incidents.settings import DEFAULTS, conf
 from bot.i18n import N_, Translator
 from bot.roles import BGH, ROLE_TITLES, Role
 from bot.text import fold, parse_id
@@ -55,85 +57,6 @@ log = logging.getLogger(__name__)
 PREFIX = "ic"
 CARD = "incident"
 ACTIONS = ("ack", "done", "up", "cam", "lock", "files", "doc", "show", "urgent")
-
-# -- kinds ----------------------------------------------------------------------------------------
-KINDS: dict[str, str] = {
-    "security": N_("Security and order"),
-    "camera": N_("Camera damaged, covered or disabled"),
-    "it_malware": N_("IT security: virus or malware"),
-    "it_phishing": N_("IT security: phishing"),
-    "it_account": N_("IT security: account misuse"),
-    "it_data_loss": N_("IT security: data loss"),
-    "equipment": N_("Equipment broken"),
-    "other": N_("Other incident"),
-}
-ICONS: dict[str, str] = {"security": "🛡", "camera": "📹", "it_malware": "🦠", "it_phishing": "🎣",
-                         "it_account": "🔑", "it_data_loss": "💾", "equipment": "🔧", "other": "📝"}
-IT_KINDS = frozenset({"it_malware", "it_phishing", "it_account", "it_data_loss"})
-
-
-def group_of(kind: str) -> str:
-    """The routing group: ``it`` for the four IT-security kinds, else the kind itself."""
-    return "it" if kind in IT_KINDS else kind if kind in KINDS else "other"
-
-
-# -- per-school settings --------------------------------------------------------------------------
-#: Defaults; a school overrides any key in ``School.settings["incidents"]`` (``routes`` per group).
-#: Area and system names are the school's own data (shown as they are), not interface text.
-DEFAULTS: dict[str, Any] = {
-    "areas": ["Cổng chính", "Cổng phụ", "Sân trường", "Nhà xe", "Hành lang", "Phòng học",
-              "Phòng máy tính", "Thư viện", "Nhà ăn", "Phòng bảo vệ"],
-    "routes": {
-        "security": ["guard_lead", "bgh"],
-        "camera": ["camera_unit", "guard_lead", "it"],
-        "it": ["it", "principal"],
-        "equipment": ["equipment", "dept_head"],
-        "other": ["guard_lead", "principal"],
-    },
-    "urgent_to": ["bgh"],
-    "quick_roles": ["guard", "guard_lead"],
-    "urgent_escalate_minutes": 10,
-    "normal_escalate_hours": 24,
-    "hold_normal_at_night": True,
-    "max_attachments": 10,
-    "authority": "Phòng Giáo dục và Đào tạo",
-    "authority_it": "Sở Giáo dục và Đào tạo",
-    "parent_agency": "",
-    "report_place": "",
-    "doc_code": "",
-    "outage_systems": ["Thư điện tử công vụ", "Cổng thông tin điện tử", "Phần mềm quản lý trường học",
-                       "Mạng Internet / Wi-Fi", "Hệ thống camera", "Cơ sở dữ liệu ngành"],
-}
-
-
-def conf(school: School | None) -> dict[str, Any]:
-    """The school's incident settings merged over :data:`DEFAULTS` (bad values fall back)."""
-    raw = (school.settings or {}).get("incidents", {}) if school is not None else {}
-    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                           for k, v in DEFAULTS.items()}
-    if not isinstance(raw, dict):
-        return out
-    for key, default in DEFAULTS.items():
-        value = raw.get(key)
-        if value is None:
-            continue
-        if key == "routes" and isinstance(value, dict):
-            for g, tokens in value.items():
-                if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                    out["routes"][g] = list(tokens)
-        elif isinstance(default, bool):
-            if isinstance(value, bool):
-                out[key] = value
-        elif isinstance(default, int):
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                out[key] = value
-        elif isinstance(default, list):
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                out[key] = [v for v in value if v.strip()]
-        elif isinstance(value, str):
-            out[key] = value
-    return out
-
 
 # -- numbering ------------------------------------------------------------------------------------
 def allocate_number(session: Session, *, school_id: int, year: int) -> int:
@@ -269,11 +192,6 @@ def person_label(tr: Translator, p: Person) -> str:
         except (ValueError, KeyError):
             continue
     return f"{p.full_name} ({', '.join(titles)})" if titles else p.full_name
-
-
-def attachments(session: Session, inc: Incident) -> list[IncidentAttachment]:
-    return list(session.exec(select(IncidentAttachment).where(IncidentAttachment.incident_id == inc.id)
-                             .order_by(col(IncidentAttachment.id))))
 
 
 def age_text(tr: Translator, delta: timedelta) -> str:
@@ -595,7 +513,7 @@ def report_reply(tr: Translator, inc: Incident, path: str) -> Reply:
 
 def write_report(ctx: Ctx, inc: Incident) -> str:
     """Build the DOCX (see :mod:`bot.flows.incidents.docx`) into ``DATA_DIR/media/reports/<school>``."""
-    from bot.flows.incidents.docx import build_report
+    from bot.flows.incidents.docx import build_report  # python-docx: loaded when a report is made
 
     school = ctx.session.get(School, inc.school_id)
     assert school is not None
