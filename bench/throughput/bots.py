@@ -12,7 +12,7 @@ Both bots poll with the same long-poll timeout and handle up to ``--concurrency`
 ``AIORateLimiter`` (30 messages/s overall, Telegram's own broadcast limit), so that the figures
 measure the bot's work rather than that deliberate cap; ``--limiter`` keeps it, as in production.
 Clip extraction (ffmpeg, measured by ``bench/clips``) is not started after an approval: the footage
-flow finds no runtime handle (``services.extras["runtime"]``), logs that and only records the decision.
+flow finds no running bot (``services.host`` is None), logs that and only records the decision.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ async def run_ours(args: argparse.Namespace) -> None:
     if args.pool:  # the same bounded HTTP connection pool for both bots (see run.py --pool)
         bot = channel.app.bot
         bot._request = (bot._request[0], _request(args.http or rt.settings.telegram_http_client, args))
-    rt.services.extras.pop("runtime", None)  # no clip extraction: see the module docstring
+    rt.services.host = None  # no clip extraction: see the module docstring
     logging.getLogger("bot.flows.footage.steps").setLevel(logging.ERROR)  # its "will not be extracted" warning
     await rt.start(scheduler=args.scheduler)
     settle_heap()  # as main.py run does
