@@ -97,26 +97,24 @@ def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
     from functools import partial
 
+    from bot.core.flow import discover_workflows
     from bot.demo import create_demo_school
-    from bot.flows.accounts import cards as accounts
-    from bot.flows.articles import service as articles
-    from bot.flows.equipment import catalogue as equipment
-    from bot.flows.footage.demo import make_recordings, seed_cameras
-    from bot.flows.incidents import service as incidents
 
     db = open_db(settings)
-    seeders = [partial(seed_cameras, data_dir=settings.data_dir), articles.demo_seed, incidents.demo_seed,
-               equipment.demo_seed, accounts.demo_seed]
+    workflows = discover_workflows()
+    seeders = [partial(wf.demo_seed, data_dir=settings.data_dir) for wf in workflows if wf.demo_seed is not None]
     name = db.run_sync(lambda s: create_demo_school(s, extra_seeders=seeders))
     db.dispose()
     t = tr(settings)
     print(t.t("Demo school ready: {school}", school=name), flush=True)
-    if not ns.no_recordings:
+    media = [wf.demo_media for wf in workflows if wf.demo_media is not None]
+    if media and not ns.no_recordings:
         print(t.t("Preparing demo camera recordings (the last half hour)…"), flush=True)
-        try:
-            make_recordings(settings.data_dir)
-        except Exception as exc:  # ffmpeg missing or failing must not stop the demo
-            log.warning("demo recordings could not be made: %s", exc)
+        for make in media:
+            try:
+                make(settings.data_dir)
+            except Exception as exc:  # ffmpeg missing or failing must not stop the demo
+                log.warning("demo recordings could not be made: %s", exc)
     if ns.no_serve:
         return 0
     asyncio.run(_serve(settings))

@@ -15,6 +15,7 @@ from storage.models import Person, School
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
 
     from sqlmodel import Session
 
@@ -118,6 +119,13 @@ class StaffImportHook(Protocol):
                  now: datetime) -> object: ...
 
 
+class DemoSeeder(Protocol):
+    """Called by ``main.py demo`` with the demo school once its people exist (must be idempotent):
+    the workflow's sample data. ``data_dir`` is where the demo keeps files (recordings …)."""
+
+    def __call__(self, session: Session, school: School, *, data_dir: Path) -> object: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TickJob:
     """Periodic work of a workflow run by the scheduler at every tick, in one database unit
@@ -156,6 +164,10 @@ class Workflow:
     on_idle: IdleFn | None = None
     #: called by the staff import in its transaction (see :class:`StaffImportHook`)
     on_staff_import: StaffImportHook | None = None
+    #: ``main.py demo``: the workflow's sample data in the demo school (see :class:`DemoSeeder`)
+    demo_seed: DemoSeeder | None = None
+    #: ``main.py demo`` (unless ``--no-recordings``): slow media to prepare, e.g. synthetic recordings
+    demo_media: Callable[[Path], object] | None = None
 
     @property
     def commands(self) -> tuple[str, ...]:

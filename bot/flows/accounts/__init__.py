@@ -2,10 +2,22 @@
 team's account list (``admin.py``), revoking a leaver's accounts (``staff.py``), official e-mail
 names (``email_names.py``), the accounts import (``importer.py``)."""
 
+from pathlib import Path
+
+from sqlmodel import Session
+
 from bot.core import Workflow
 from bot.flows.accounts import admin, reset, staff
 from bot.flows.accounts.models import Account, AccountReset, Revocation, RevocationItem
 from bot.i18n import N_
+from storage.models import School
+
+
+def _demo_seed(session: Session, school: School, *, data_dir: Path) -> None:
+    from bot.flows.accounts.cards import demo_seed
+
+    demo_seed(session, school)
+
 
 WORKFLOW = Workflow(
     name="accounts",
@@ -16,4 +28,5 @@ WORKFLOW = Workflow(
     rules=reset.RULES,
     tables=(Account, AccountReset, Revocation, RevocationItem),
     on_staff_import=staff.after_staff_import,
+    demo_seed=_demo_seed,
 )

@@ -2,6 +2,10 @@
 return (``use.py``), IT repair requests (``repair.py``), semester reports and backups
 (``report.py``, ``xlsx.py``), the catalogue import (``catalogue.py``)."""
 
+from pathlib import Path
+
+from sqlmodel import Session
+
 from bot.core import Workflow
 from bot.flows.equipment import changes, repair, report, use
 from bot.flows.equipment.models import (
@@ -13,6 +17,14 @@ from bot.flows.equipment.models import (
     RepairRequest,
 )
 from bot.i18n import N_
+from storage.models import School
+
+
+def _demo_seed(session: Session, school: School, *, data_dir: Path) -> None:
+    from bot.flows.equipment.catalogue import demo_seed
+
+    demo_seed(session, school)
+
 
 WORKFLOW = Workflow(
     name="equipment",
@@ -22,4 +34,5 @@ WORKFLOW = Workflow(
     approval_hooks={"equipment_repair": repair.on_decided},
     rules=(*changes.RULES, *report.RULES),
     tables=(EquipmentItem, EquipmentBatch, EquipmentChange, EquipmentUse, RepairRequest, EquipmentReport),
+    demo_seed=_demo_seed,
 )

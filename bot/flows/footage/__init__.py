@@ -8,7 +8,7 @@ their retention time unless kept as evidence.
 * ``demo.py`` — demo cameras with synthetic recordings."""
 
 from bot.core import TickJob, Workflow
-from bot.flows.footage import jobs, steps
+from bot.flows.footage import demo, jobs, steps
 from bot.flows.footage.models import Camera, FootageRequest
 from bot.i18n import N_
 
@@ -21,4 +21,6 @@ WORKFLOW = Workflow(
     rules=steps.RULES,
     jobs=(TickJob("clip_retention", steps.retention_tick), TickJob("footage_recovery", jobs.recover)),
     tables=(Camera, FootageRequest),
+    demo_seed=demo.seed_cameras,
+    demo_media=demo.make_recordings,
 )

@@ -1,10 +1,22 @@
 """Incidents: report from the phone (``report.py``; a guard's one-line quick path too), follow-up,
 escalation and the written report (``service.py``, ``docx.py``), planned outages (``outage.py``)."""
 
+from pathlib import Path
+
+from sqlmodel import Session
+
 from bot.core import Workflow
 from bot.flows.incidents import outage, report
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, Outage
 from bot.i18n import N_
+from storage.models import School
+
+
+def _demo_seed(session: Session, school: School, *, data_dir: Path) -> None:
+    from bot.flows.incidents.service import demo_seed
+
+    demo_seed(session, school)
+
 
 WORKFLOW = Workflow(
     name="incidents",
@@ -14,4 +26,5 @@ WORKFLOW = Workflow(
     rules=report.RULES,
     tables=(Incident, IncidentAttachment, IncidentCounter, Outage),
     on_idle=report.quick_report,
+    demo_seed=_demo_seed,
 )
