@@ -7,6 +7,9 @@
     python main.py audit-verify         check the audit log's hash chain
     python main.py audit-export         write the audit log as CSV for an inspector
     python main.py migrate              apply database migrations and exit
+    python main.py settings show        the workflows' per-school settings (settings set KEY VALUE changes one)
+    python main.py workflows            list the workflows found (commands, buttons, approvals, tables …)
+    python main.py db-revision "MSG"    write the next migration from the models (Alembic autogenerate)
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.i18n import Translator
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from bot.core import Registry
 
 log = logging.getLogger("school_assistant")
 
@@ -62,11 +68,34 @@ def tr(settings: Settings) -> Translator:
     return Translator(settings.default_locale, settings.tz)
 
 
+#: the packages whose workflows are discovered (each package or module under them declaring ``WORKFLOW``)
+FLOWS_PACKAGES: tuple[str, ...] = ("bot.flows",)
+
+
+class CliError(Exception):
+    """A problem reported as one line on stderr (exit status 1) instead of a traceback."""
+
+
+def load_workflows() -> Registry:
+    """Discover the workflows of :data:`FLOWS_PACKAGES` (and the entry points of ``bot.handlers``).
+    Two of them claiming one command, button prefix, approval kind, rule key or flow name stop the
+    program with a line naming both."""
+    from bot.core import Registry
+
+    registry = Registry()
+    try:
+        for i, package in enumerate(FLOWS_PACKAGES):
+            registry.discover(package, "bot.handlers" if i == 0 else "")
+    except ValueError as exc:
+        raise CliError(f"cannot start: {exc}") from exc
+    return registry
+
+
 # -- run / demo ---------------------------------------------------------------------------------
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, registry: Registry) -> None:
     from bot.runtime import Runtime, settle_heap
 
-    rt = Runtime(settings)
+    rt = Runtime(settings, registry=registry)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +116,8 @@ async def _serve(settings: Settings) -> None:
 
 @command("run", "start the bot")
 def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
-    asyncio.run(_serve(settings))
+    registry = load_workflows()  # a clash between workflows stops here, before anything starts
+    asyncio.run(_serve(settings, registry))
     return 0
 
 
@@ -97,11 +127,11 @@ def cmd_run(ns: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
     from functools import partial
 
-    from bot.core.flow import discover_workflows
     from bot.demo import create_demo_school
 
+    registry = load_workflows()
     db = open_db(settings)
-    workflows = discover_workflows()
+    workflows = list(registry.workflows.values())
     seeders = [partial(wf.demo_seed, data_dir=settings.data_dir) for wf in workflows if wf.demo_seed is not None]
     name = db.run_sync(lambda s: create_demo_school(s, extra_seeders=seeders))
     db.dispose()
@@ -117,7 +147,7 @@ def cmd_demo(ns: argparse.Namespace, settings: Settings) -> int:
                 log.warning("demo recordings could not be made: %s", exc)
     if ns.no_serve:
         return 0
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, registry))
     return 0
 
 
@@ -156,11 +186,10 @@ def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
                  p.add_argument("--load", default=None, metavar="FILE", help="TOML or JSON rule settings")))
 @command("calendar", "print the reminder calendar, or load its settings from a TOML/JSON file")
 def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
-    from bot.core import load_registry
     from bot.engine.calendar_file import load_file, render
 
+    registry = load_workflows()
     db = open_db(settings)
-    registry = load_registry()
     ok = True
     if ns.load:
         ok, lines = load_file(db, registry, ns.load, school_name=ns.school, tr=tr(settings))
@@ -310,6 +339,98 @@ def cmd_account_systems(ns: argparse.Namespace, settings: Settings) -> int:
                           not_sensitive=ns.not_sensitive, remove=ns.remove, tr=tr(settings))
 
 
+# -- workflows (developers) ------------------------------------------------------------------------
+def describe_workflows(registry: Registry, t: Translator) -> list[str]:
+    """What discovery found, one block per workflow (``main.py workflows``)."""
+
+    def row(label: str, items: Iterable[str]) -> str:
+        return f"  {label:<16} {', '.join(items) or '—'}"
+
+    lines = [f"{len(registry.workflows)} workflows found in {', '.join(FLOWS_PACKAGES)}:"]
+    for wf in registry.workflows.values():
+        title = t.t(wf.title)
+        lines += ["", f"{wf.name} — {title}" + (f" ({wf.title})" if title != wf.title else ""),
+                  row("commands", (f"/{c}" for c in wf.commands)),
+                  row("flows", (f.name for f in wf.flows)),
+                  row("button prefixes", wf.prefixes),
+                  row("approval kinds", wf.approval_hooks),
+                  row("reminder rules", (r.key for r in wf.rules)),
+                  row("periodic jobs", (j.key for j in wf.jobs)),
+                  row("tables", (getattr(m, "__tablename__", m.__name__) for m in wf.tables)),
+                  row("settings", [wf.settings.__name__] if wf.settings is not None else [])]
+    return lines
+
+
+@command("workflows", "list the workflows discovery finds: commands, buttons, approvals, rules, jobs, tables, settings")
+def cmd_workflows(ns: argparse.Namespace, settings: Settings) -> int:
+    print("\n".join(describe_workflows(load_workflows(), tr(settings))))
+    return 0
+
+
+@args(lambda p: p.add_argument("message", help='what changed, e.g. "leave requests"'))
+@command("db-revision", "write the next migration from the models (autogenerate against a scratch database)")
+def cmd_db_revision(ns: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from storage.revision import RevisionError, make_revision
+
+    load_workflows()  # a clash between workflows is reported first
+    try:
+        rev = make_revision(ns.message, flows_packages=FLOWS_PACKAGES)
+    except RevisionError as exc:
+        raise CliError(str(exc)) from exc
+    if rev is None:
+        print("No change: the migrations already match the models. Nothing was written.")
+        return 0
+    try:
+        shown = rev.path.relative_to(Path.cwd())
+    except ValueError:
+        shown = rev.path
+    print(f"Wrote {shown} (revision {rev.revision!r}, after {rev.down_revision!r}). Read it, add what "
+          "autogenerate cannot know (data to move, server defaults), then run the tests.")
+    return 0
+
+
+# -- per-school settings of the workflows (bot/settings.py) ----------------------------------------
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="every setting: key, current value, default, label")
+    show.add_argument("--school", default=None)
+    change = actions.add_parser("set", help="change one setting (validated and audited)")
+    change.add_argument("key", help="e.g. incidents.urgent_escalate_minutes (see: settings show)")
+    change.add_argument("value", help="a number; yes/no (có/không); a list as a, b, c or JSON; a table as JSON")
+    change.add_argument("--school", default=None)
+
+
+@args(_settings_args)
+@command("settings", "show or change the workflows' per-school settings (settings show | settings set KEY VALUE)")
+def cmd_settings(ns: argparse.Namespace, settings: Settings) -> int:
+    import html
+
+    from sqlmodel import Session
+
+    from bot import settings as school_settings
+    from bot.flows.accounts.service import find_school
+
+    t = tr(settings)
+    models = load_workflows().settings_models()
+    db = open_db(settings)
+
+    def unit(s: Session) -> tuple[int, list[str]]:
+        school, problem = find_school(s, ns.school, tr=t)
+        if school is None:
+            return 1, [problem]
+        if ns.action == "show":
+            return 0, school_settings.show_lines(school, models, t)
+        result = school_settings.change(s, school, ns.key, ns.value, models=models, tr=t)
+        return (0 if result.ok else 2), [result.message]
+
+    code, lines = db.run_sync(unit)
+    db.dispose()
+    print(html.unescape("\n".join(lines)), file=sys.stdout if code == 0 else sys.stderr, flush=True)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="School assistant (Telegram / Zalo)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -328,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings)
     fn = COMMANDS[ns.command][0]
-    return fn(ns, settings)
+    try:
+        return fn(ns, settings)
+    except CliError as exc:
+        print(f"main.py {ns.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -372,21 +372,26 @@ def _unit(s: OrmSession, fn: Callable[[Session], T]) -> T:
         return fn(cast(Session, s))
 
 
-def alembic_config(engine: Engine) -> Any:
+def alembic_config(engine: Engine, *, versions_dir: Path | None = None) -> Any:
+    """Alembic's configuration for ``engine``; ``versions_dir``: migrations read from another folder
+    than ``storage/migrations/versions`` (tests of ``main.py db-revision`` work on a copy)."""
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if versions_dir is not None:
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("version_locations", str(versions_dir).replace("%", "%%"))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     cfg.attributes["engine"] = engine
     return cfg
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, *, versions_dir: Path | None = None) -> None:
     """Apply every Alembic migration (idempotent). Runs at start, before anything else."""
     from alembic import command
 
-    cfg = alembic_config(engine)
+    cfg = alembic_config(engine, versions_dir=versions_dir)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Several processes may start at once against one district database.

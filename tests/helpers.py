@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,13 +65,51 @@ def make_person(s: Session, school: School, name: str, roles: list[str], phone: 
     return p
 
 
+@dataclass(frozen=True)
+class Member:
+    """One person of a test story: their record's id and the chat they write from."""
+
+    name: str
+    id: int
+    chat: str | int
+
+
+class Cast(dict[str, Member]):
+    """The people of a story by their part in it: ``cast["the principal"].chat``; ``school_id`` is their school."""
+
+    school_id: int = 0
+
+
+def enrol(db: Any, people: Mapping[str, tuple[str, list[str]] | tuple[str, list[str], dict[str, Any]]], *,
+          channel: str = "test", school: str | None = None, first_user: int = 1) -> Cast:
+    """Make a school (or use the one named ``school``) and in it the people of a story, each linked
+    to a chat of their own on ``channel``: ``{"the principal": ("Trần Văn Đức", ["principal"])}``
+    (a third item gives more fields, e.g. ``{"unit": "Tổ 1"}``). Telegram chats are numbers."""
+    from sqlmodel import select
+
+    def go(s: Session) -> Cast:
+        found = s.exec(select(School).where(School.name == school)).first() if school else None
+        home = found or make_school(s, **({"name": school} if school else {}))
+        cast = Cast()
+        cast.school_id = home.id or 0
+        for n, (part, spec) in enumerate(people.items()):
+            name, roles, *more = spec
+            user: str | int = first_user + n if channel == "telegram" else f"{channel}{first_user + n}"
+            person = make_person(s, home, name, roles, link=str(user), channel=channel, **(more[0] if more else {}))
+            cast[part] = Member(name=name, id=person.id or 0, chat=user)
+        return cast
+    return db.run_sync(go)
+
+
 @asynccontextmanager
-async def recording_runtime(settings: Any, clock: Any, seed: Callable[[Session], None]) -> AsyncIterator[Any]:
+async def recording_runtime(settings: Any, clock: Any, seed: Callable[[Session], None], *,
+                            registry: Any = None) -> AsyncIterator[Any]:
     """A migrated, seeded :class:`bot.runtime.Runtime` (not started) whose messages go to a
-    :class:`RecordingChannel` (``runtime.test_channel``); background jobs are drained at the end."""
+    :class:`RecordingChannel` (``runtime.test_channel``); background jobs are drained at the end.
+    ``registry``: other workflows than those of ``bot.flows`` (``tests/test_new_workflow.py``)."""
     from bot.runtime import Runtime
 
-    runtime = Runtime(settings, clock=clock)
+    runtime = Runtime(settings, clock=clock, registry=registry)
     ch = RecordingChannel()
     runtime.sender.register(ch)
     await asyncio.to_thread(runtime.db.migrate)

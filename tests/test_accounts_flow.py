@@ -19,7 +19,7 @@ from bot.i18n import Translator
 from storage import audit
 from storage.models import Approval, ChannelIdentity, Person, PersonStatus, School
 from tests.conftest import FixedClock
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.helpers import make_person, make_school
 
 TR = Translator("vi")
@@ -47,9 +47,9 @@ def _seed(s, delete_minutes: int | None = None):
     return {"school": school.id, "t": t.id, "o": o.id, "p": p.id, "it": it.id, **accs}
 
 
-async def _start(settings, fake_telegram, clock, delete_minutes: int | None = None) -> TgHarness:
-    h = TgHarness(settings, fake_telegram, clock=clock)
-    await h.start()
+async def _start(start_telegram, delete_minutes: int | None = None, **options) -> TgHarness:
+    """The shared bot (``start_telegram``), its school and the four people linked to their chats."""
+    h = await start_telegram(**options)
     ids = h.seed(lambda s: _seed(s, delete_minutes))
     for key, uid in (("t", T), ("o", HOA), ("p", P), ("it", IT)):
         h.link(ids[key], uid)
@@ -87,281 +87,253 @@ def _reset_card(tg: TgHarness, prefix: str):
 
 
 # ---------------------------------------------------------------------------------------------
-async def test_reset_to_temporary_password_that_disappears(settings, fake_telegram, caplog):
+async def test_reset_to_temporary_password_that_disappears(start_telegram, caplog):
     caplog.set_level(logging.DEBUG)
     # The core records when a message was sent by the wall clock, so the test clock starts now.
     clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
-    tg = await _start(settings, fake_telegram, clock, delete_minutes=5)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        menu = (await tg.command(T, "taikhoan"))[-1]
-        assert f"c:a{ids['t_mail']}" in payloads(menu) and f"c:a{ids['t_smas']}" in payloads(menu)
-        assert f"c:a{ids['o_mail']}" not in payloads(menu)  # only her own accounts
-        await tg.tap(T, f"c:a{ids['t_mail']}")
-        done = await tg.tap(T, "c:send")
-        assert any(TR.t("Request #{id} was sent to the IT team. The temporary password will come to you here, "
-                        "privately, and disappear after {n} minutes.", id=1, n=5) == m.text for m in done)
-        card = _reset_card(tg, "acc:g:")
-        assert "vannt@thtt.edu.vn" in card.text and "Nguyễn Thị Vân" in card.text
-        assert "acc:m:1" in payloads(card)
+    tg = await _start(start_telegram, clock=clock, delete_minutes=5)
+    ids = tg.ids  # type: ignore[attr-defined]
+    menu = (await tg.command(T, "taikhoan"))[-1]
+    assert f"c:a{ids['t_mail']}" in payloads(menu) and f"c:a{ids['t_smas']}" in payloads(menu)
+    assert f"c:a{ids['o_mail']}" not in payloads(menu)  # only her own accounts
+    await tg.tap(T, f"c:a{ids['t_mail']}")
+    done = await tg.tap(T, "c:send")
+    assert any(TR.t("Request #{id} was sent to the IT team. The temporary password will come to you here, "
+                    "privately, and disappear after {n} minutes.", id=1, n=5) == m.text for m in done)
+    card = _reset_card(tg, "acc:g:")
+    assert "vannt@thtt.edu.vn" in card.text and "Nguyễn Thị Vân" in card.text
+    assert "acc:m:1" in payloads(card)
 
-        shown = await tg.tap(IT, "acc:g:1")
-        to_it = next(m for m in shown if CODE.search(m.html))
-        password = CODE.search(to_it.html).group(1)  # type: ignore[union-attr]
-        owner_msg = await tg.wait_for_message(T, predicate=lambda m: password in m.text)
-        assert to_it.protected and owner_msg.protected
-        assert "vannt@thtt.edu.vn" in owner_msg.text
-        assert "003 Điều 5.2" in owner_msg.text and "002 Điều 10.1.a" in owner_msg.text
-        # strong: 12 characters, upper and lower case, digits, a symbol; never the same twice
-        assert len(password) == 12 and re.search(r"[A-Z]", password) and re.search(r"[a-z]", password)
-        assert re.search(r"[2-9]", password) and re.search(r"[@#$%!?*]", password)
-        # the IT card now shows who handled it, without buttons
-        await tg.fake.wait_until(lambda: card.edits, 5, "the IT card to be edited")
-        assert not payloads(tg.fake.message(IT, card.message_id))
-        assert "Đặng Minh Khoa" in tg.fake.message(IT, card.message_id).text
-        second = await tg.tap(IT, "acc:g:1", message_id=card.message_id)
-        assert second and all(password not in m.text for m in second) and not any(CODE.search(m.html) for m in second)
+    shown = await tg.tap(IT, "acc:g:1")
+    to_it = next(m for m in shown if CODE.search(m.html))
+    password = CODE.search(to_it.html).group(1)  # type: ignore[union-attr]
+    owner_msg = await tg.wait_for_message(T, predicate=lambda m: password in m.text)
+    assert to_it.protected and owner_msg.protected
+    assert "vannt@thtt.edu.vn" in owner_msg.text
+    assert "003 Điều 5.2" in owner_msg.text and "002 Điều 10.1.a" in owner_msg.text
+    # strong: 12 characters, upper and lower case, digits, a symbol; never the same twice
+    assert len(password) == 12 and re.search(r"[A-Z]", password) and re.search(r"[a-z]", password)
+    assert re.search(r"[2-9]", password) and re.search(r"[@#$%!?*]", password)
+    # the IT card now shows who handled it, without buttons
+    await tg.fake.wait_until(lambda: card.edits, 5, "the IT card to be edited")
+    assert not payloads(tg.fake.message(IT, card.message_id))
+    assert "Đặng Minh Khoa" in tg.fake.message(IT, card.message_id).text
+    second = await tg.tap(IT, "acc:g:1", message_id=card.message_id)
+    assert second and all(password not in m.text for m in second) and not any(CODE.search(m.html) for m in second)
 
-        # still there after 4 minutes; gone from both chats after the configured 5
-        clock.advance(minutes=4)
-        await tg.tick()
-        assert not tg.fake.calls_to("deleteMessage")
-        assert not owner_msg.deleted and not to_it.deleted
-        clock.advance(minutes=2)
-        await tg.tick()
-        deletions = {(int(c.params["chat_id"]), int(c.params["message_id"]))
-                     for c in tg.fake.calls_to("deleteMessage")}
-        assert deletions == {(T, owner_msg.message_id), (IT, to_it.message_id)}
-        assert owner_msg.deleted and to_it.deleted
-        await tg.tick()  # never deleted twice
-        assert len(tg.fake.calls_to("deleteMessage")) == 2
+    # still there after 4 minutes; gone from both chats after the configured 5
+    clock.advance(minutes=4)
+    await tg.tick()
+    assert not tg.fake.calls_to("deleteMessage")
+    assert not owner_msg.deleted and not to_it.deleted
+    clock.advance(minutes=2)
+    await tg.tick()
+    deletions = {(int(c.params["chat_id"]), int(c.params["message_id"]))
+                 for c in tg.fake.calls_to("deleteMessage")}
+    assert deletions == {(T, owner_msg.message_id), (IT, to_it.message_id)}
+    assert owner_msg.deleted and to_it.deleted
+    await tg.tick()  # never deleted twice
+    assert len(tg.fake.calls_to("deleteMessage")) == 2
 
-        # who reset what, when — and the password nowhere: no column, no conversation, no audit, no log
-        ev = tg.seed(lambda s: list(audit.events(s, action="account.reset_done")))
-        assert len(ev) == 1 and ev[0].actor_id == ids["it"] and ev[0].details["method"] == "temporary"
-        assert ev[0].details["username"] == "vannt@thtt.edu.vn" and ev[0].details["delete_after_s"] == 300
-        assert _scan_database(tg, password) == []
-        assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "done"
-        assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG logging was really on
-        assert [r.name for r in caplog.records if password in r.getMessage()] == []
-        assert password not in caplog.text
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+    # who reset what, when — and the password nowhere: no column, no conversation, no audit, no log
+    ev = tg.seed(lambda s: list(audit.events(s, action="account.reset_done")))
+    assert len(ev) == 1 and ev[0].actor_id == ids["it"] and ev[0].details["method"] == "temporary"
+    assert ev[0].details["username"] == "vannt@thtt.edu.vn" and ev[0].details["delete_after_s"] == 300
+    assert _scan_database(tg, password) == []
+    assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "done"
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG logging was really on
+    assert [r.name for r in caplog.records if password in r.getMessage()] == []
+    assert password not in caplog.text
 
 
-async def test_someone_elses_account_is_refused_even_forged(settings, fake_telegram, clock):
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        await tg.command(T, "taikhoan")
-        # Her client sends a button value naming Lê Thị Hoa's account: refused, nothing recorded.
-        refused = await tg.tap(T, f"c:a{ids['o_mail']}")
-        assert [m.text for m in refused] == [TR.t(
-            "You can only ask for a reset of your own accounts. Sharing or using someone else's account is not "
-            "allowed (002 Điều 10.1.a).")]
-        refused = await tg.tap(T, "c:a99999")
-        assert len(refused) == 1 and "002 Điều 10.1.a" in refused[0].text
-        assert tg.seed(lambda s: s.exec(select(AccountReset)).all()) == []
-        ev = tg.seed(lambda s: list(audit.events(s, action="account.reset_refused")))
-        assert [e.details["reason"] for e in ev] == ["not_owner", "unknown"]
-        # typed part of another person's user name matches nothing of hers
-        await tg.send(T, "hoalt")
-        assert tg.seed(lambda s: s.exec(select(AccountReset)).all()) == []
-        # IT buttons are for IT only
-        await tg.tap(T, f"c:a{ids['t_mail']}")
-        await tg.tap(T, "c:send")
-        forged = await tg.tap(T, "acc:g:1")
-        assert [m.text for m in forged] == [TR.t("Only the IT team of the school can do this.")]
-        assert not any(CODE.search(m.html) for m in tg.fake.bot_messages(T))
-        assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "waiting"
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+async def test_someone_elses_account_is_refused_even_forged(start_telegram, clock):
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    await tg.command(T, "taikhoan")
+    # Her client sends a button value naming Lê Thị Hoa's account: refused, nothing recorded.
+    refused = await tg.tap(T, f"c:a{ids['o_mail']}")
+    assert [m.text for m in refused] == [TR.t(
+        "You can only ask for a reset of your own accounts. Sharing or using someone else's account is not "
+        "allowed (002 Điều 10.1.a).")]
+    refused = await tg.tap(T, "c:a99999")
+    assert len(refused) == 1 and "002 Điều 10.1.a" in refused[0].text
+    assert tg.seed(lambda s: s.exec(select(AccountReset)).all()) == []
+    ev = tg.seed(lambda s: list(audit.events(s, action="account.reset_refused")))
+    assert [e.details["reason"] for e in ev] == ["not_owner", "unknown"]
+    # typed part of another person's user name matches nothing of hers
+    await tg.send(T, "hoalt")
+    assert tg.seed(lambda s: s.exec(select(AccountReset)).all()) == []
+    # IT buttons are for IT only
+    await tg.tap(T, f"c:a{ids['t_mail']}")
+    await tg.tap(T, "c:send")
+    forged = await tg.tap(T, "acc:g:1")
+    assert [m.text for m in forged] == [TR.t("Only the IT team of the school can do this.")]
+    assert not any(CODE.search(m.html) for m in tg.fake.bot_messages(T))
+    assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "waiting"
 
 
-async def test_sensitive_system_needs_the_principal_then_it_resets_by_other_means(settings, fake_telegram, clock):
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        await tg.command(T, "taikhoan")
-        await tg.tap(T, f"c:a{ids['t_smas']}")
-        await tg.tap(T, "c:send")
-        ap = tg.seed(lambda s: s.exec(select(Approval)).one())
-        assert ap.kind == "account_reset"
-        await tg.wait_for_message(P, contains=f"#{ap.id}")
-        assert not [m for m in tg.fake.bot_messages(IT) if "acc:g:1" in payloads(m)]  # not before approval
-        await tg.tap(P, f"ap:{ap.id}:ok")
-        card = await tg.wait_for_message(IT, predicate=lambda m: "acc:m:1" in payloads(m))
-        assert TR.t("✅ Approved by {name} (sensitive system)", name="Trần Văn Đức") in card.text
-        done = await tg.tap(IT, "acc:m:1")
-        assert any("1" in m.text for m in done)
-        told = await tg.wait_for_message(T, contains="003 Điều 5.2")
-        assert "vannt" in told.text and not CODE.search(told.html)
-        again = await tg.tap(IT, "acc:g:1", message_id=card.message_id)
-        assert "Đặng Minh Khoa" in again[0].text and not CODE.search(again[0].html)
-        reset = tg.seed(lambda s: s.get(AccountReset, 1))
-        assert (reset.status, reset.method, reset.handled_by) == ("done", "manual", ids["it"])
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+async def test_sensitive_system_needs_the_principal_then_it_resets_by_other_means(start_telegram, clock):
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    await tg.command(T, "taikhoan")
+    await tg.tap(T, f"c:a{ids['t_smas']}")
+    await tg.tap(T, "c:send")
+    ap = tg.seed(lambda s: s.exec(select(Approval)).one())
+    assert ap.kind == "account_reset"
+    await tg.wait_for_message(P, contains=f"#{ap.id}")
+    assert not [m for m in tg.fake.bot_messages(IT) if "acc:g:1" in payloads(m)]  # not before approval
+    await tg.tap(P, f"ap:{ap.id}:ok")
+    card = await tg.wait_for_message(IT, predicate=lambda m: "acc:m:1" in payloads(m))
+    assert TR.t("✅ Approved by {name} (sensitive system)", name="Trần Văn Đức") in card.text
+    done = await tg.tap(IT, "acc:m:1")
+    assert any("1" in m.text for m in done)
+    told = await tg.wait_for_message(T, contains="003 Điều 5.2")
+    assert "vannt" in told.text and not CODE.search(told.html)
+    again = await tg.tap(IT, "acc:g:1", message_id=card.message_id)
+    assert "Đặng Minh Khoa" in again[0].text and not CODE.search(again[0].html)
+    reset = tg.seed(lambda s: s.get(AccountReset, 1))
+    assert (reset.status, reset.method, reset.handled_by) == ("done", "manual", ids["it"])
 
 
-async def test_rejected_sensitive_reset_never_reaches_it(settings, fake_telegram, clock):
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        await tg.command(T, "taikhoan")
-        await tg.tap(T, f"c:a{ids['t_smas']}")
-        await tg.tap(T, "c:send")
-        ap = tg.seed(lambda s: s.exec(select(Approval)).one())
-        await tg.tap(P, f"ap:{ap.id}:no")
-        await tg.tap(P, "c:skip")
-        assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "rejected"
-        assert not [m for m in tg.fake.bot_messages(IT) if "acc:g:1" in payloads(m)]
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+async def test_rejected_sensitive_reset_never_reaches_it(start_telegram, clock):
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    await tg.command(T, "taikhoan")
+    await tg.tap(T, f"c:a{ids['t_smas']}")
+    await tg.tap(T, "c:send")
+    ap = tg.seed(lambda s: s.exec(select(Approval)).one())
+    await tg.tap(P, f"ap:{ap.id}:no")
+    await tg.tap(P, "c:skip")
+    assert tg.seed(lambda s: s.get(AccountReset, 1).status) == "rejected"
+    assert not [m for m in tg.fake.bot_messages(IT) if "acc:g:1" in payloads(m)]
 
 
-async def test_revocation_checklist_to_completion(settings, fake_telegram, clock):
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        await tg.command(P, "nhansu")
-        await tg.send(P, "le thi HOA")
-        await tg.tap(P, "c:left")
-        await tg.tap(P, "c:yes")
-        # The person's record stays, with its new status; her identity stops at once.
-        hoa = tg.seed(lambda s: s.get(Person, ids["o"]))
-        assert hoa.status == PersonStatus.LEFT and hoa.status_changed_at is not None
-        assert not tg.seed(lambda s: s.exec(select(ChannelIdentity).where(
-            ChannelIdentity.person_id == ids["o"], col(ChannelIdentity.active).is_(True))).all())
-        reply = await tg.command(HOA, "taikhoan")
-        assert [m.text for m in reply] == [TR.t(NOT_LINKED)]
-        reply = await tg.send(HOA, "xin chào")
-        assert [m.text for m in reply] == [TR.t(NOT_LINKED)]
+async def test_revocation_checklist_to_completion(start_telegram, clock):
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    await tg.command(P, "nhansu")
+    await tg.send(P, "le thi HOA")
+    await tg.tap(P, "c:left")
+    await tg.tap(P, "c:yes")
+    # The person's record stays, with its new status; her identity stops at once.
+    hoa = tg.seed(lambda s: s.get(Person, ids["o"]))
+    assert hoa.status == PersonStatus.LEFT and hoa.status_changed_at is not None
+    assert not tg.seed(lambda s: s.exec(select(ChannelIdentity).where(
+        ChannelIdentity.person_id == ids["o"], col(ChannelIdentity.active).is_(True))).all())
+    reply = await tg.command(HOA, "taikhoan")
+    assert [m.text for m in reply] == [TR.t(NOT_LINKED)]
+    reply = await tg.send(HOA, "xin chào")
+    assert [m.text for m in reply] == [TR.t(NOT_LINKED)]
 
-        card = await tg.wait_for_message(IT, predicate=lambda m: any(p.startswith("acc:v:") for p in payloads(m)))
-        items = tg.seed(lambda s: s.exec(select(RevocationItem).order_by(col(RevocationItem.id))).all())
-        assert len(items) == 3 and payloads(card) == [f"acc:v:{i.id}" for i in items]
-        assert "hoalt@thtt.edu.vn" in card.text and "hoa.le" in card.text
-        progress = await tg.wait_for_message(P, contains=TR.t("Progress: {done}/{total} revoked.", done=0, total=3))
-        assert not payloads(progress)
+    card = await tg.wait_for_message(IT, predicate=lambda m: any(p.startswith("acc:v:") for p in payloads(m)))
+    items = tg.seed(lambda s: s.exec(select(RevocationItem).order_by(col(RevocationItem.id))).all())
+    assert len(items) == 3 and payloads(card) == [f"acc:v:{i.id}" for i in items]
+    assert "hoalt@thtt.edu.vn" in card.text and "hoa.le" in card.text
+    progress = await tg.wait_for_message(P, contains=TR.t("Progress: {done}/{total} revoked.", done=0, total=3))
+    assert not payloads(progress)
 
-        # A teacher cannot tick (a forged callback on one of her own messages); IT is reminded the
-        # next working day, once
-        await tg.command(T, "menu")
-        assert (await tg.tap(T, f"acc:v:{items[0].id}"))[0].text == TR.t("Only the IT team of the school can do "
-                                                                         "this.")
-        await tg.tick()
-        before = len(_about(tg, IT, "Lê Thị Hoa"))
-        await tg.tick()
-        assert len(_about(tg, IT, "Lê Thị Hoa")) == before == 1  # nothing new the same day
-        clock.advance(days=1)  # Tuesday 24/11/2026 is a public holiday (Vietnam Cultural Day): no reminder
-        await tg.tick()
-        assert not [m for m in tg.fake.bot_messages(IT) if m.text.startswith("⏰")]
-        clock.advance(days=1)  # Wednesday
-        await tg.tick()
-        await tg.tick()
-        reminders = [m for m in tg.fake.bot_messages(IT) if m.text.startswith("⏰")]
-        assert len(reminders) == 1 and payloads(reminders[0]) == payloads(card)
+    # A teacher cannot tick (a forged callback on one of her own messages); IT is reminded the
+    # next working day, once
+    await tg.command(T, "menu")
+    assert (await tg.tap(T, f"acc:v:{items[0].id}"))[0].text == TR.t("Only the IT team of the school can do "
+                                                                     "this.")
+    await tg.tick()
+    before = len(_about(tg, IT, "Lê Thị Hoa"))
+    await tg.tick()
+    assert len(_about(tg, IT, "Lê Thị Hoa")) == before == 1  # nothing new the same day
+    clock.advance(days=1)  # Tuesday 24/11/2026 is a public holiday (Vietnam Cultural Day): no reminder
+    await tg.tick()
+    assert not [m for m in tg.fake.bot_messages(IT) if m.text.startswith("⏰")]
+    clock.advance(days=1)  # Wednesday
+    await tg.tick()
+    await tg.tick()
+    reminders = [m for m in tg.fake.bot_messages(IT) if m.text.startswith("⏰")]
+    assert len(reminders) == 1 and payloads(reminders[0]) == payloads(card)
 
-        await tg.tap(IT, f"acc:v:{items[0].id}", message_id=card.message_id)
-        await tg.fake.wait_until(lambda: progress.edits, 5, "the principal's card to be edited")
-        assert TR.t("Progress: {done}/{total} revoked.", done=1, total=3) in tg.fake.message(P, progress.message_id).text
-        again = await tg.tap(IT, f"acc:v:{items[0].id}", message_id=reminders[0].message_id)
-        assert "Đặng Minh Khoa" in again[0].text
-        await tg.tap(IT, f"acc:v:{items[1].id}", message_id=card.message_id)
-        last = await tg.tap(IT, f"acc:v:{items[2].id}", message_id=reminders[0].message_id)
-        assert any(TR.t("✅ Checklist #{id} is complete: every account of {name} is revoked.", id=1,
-                        name="Lê Thị Hoa") == m.text for m in last)
-        await tg.wait_for_message(P, contains=TR.t("✅ Every account of {name} is revoked (checklist #{id}).",
-                                                   name="Lê Thị Hoa", id=1))
-        assert not payloads(tg.fake.message(IT, card.message_id))
-        assert not payloads(tg.fake.message(IT, reminders[0].message_id))
-        accs = tg.seed(lambda s: s.exec(select(Account).where(Account.person_id == ids["o"])).all())
-        assert {a.status for a in accs} == {AccountStatus.REVOKED} and all(a.revoked_by == ids["it"] for a in accs)
-        assert tg.seed(lambda s: s.get(Revocation, 1).closed_at) is not None
-        sent = len(_about(tg, IT, "Lê Thị Hoa"))
-        clock.advance(days=1)
-        await tg.tick()
-        assert len(_about(tg, IT, "Lê Thị Hoa")) == sent  # complete: no more reminders
-        actions = [e.action for e in tg.seed(lambda s: list(audit.events(s))) if e.action.startswith(("account",
-                                                                                                      "staff"))]
-        assert actions.count("account.revoked") == 3 and "staff.status_changed" in actions
-        assert "account.revocation_opened" in actions and "account.revocation_closed" in actions
-        assert tg.seed(lambda s: audit.verify(s)).ok
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+    await tg.tap(IT, f"acc:v:{items[0].id}", message_id=card.message_id)
+    await tg.fake.wait_until(lambda: progress.edits, 5, "the principal's card to be edited")
+    assert TR.t("Progress: {done}/{total} revoked.", done=1, total=3) in tg.fake.message(P, progress.message_id).text
+    again = await tg.tap(IT, f"acc:v:{items[0].id}", message_id=reminders[0].message_id)
+    assert "Đặng Minh Khoa" in again[0].text
+    await tg.tap(IT, f"acc:v:{items[1].id}", message_id=card.message_id)
+    last = await tg.tap(IT, f"acc:v:{items[2].id}", message_id=reminders[0].message_id)
+    assert any(TR.t("✅ Checklist #{id} is complete: every account of {name} is revoked.", id=1,
+                    name="Lê Thị Hoa") == m.text for m in last)
+    await tg.wait_for_message(P, contains=TR.t("✅ Every account of {name} is revoked (checklist #{id}).",
+                                               name="Lê Thị Hoa", id=1))
+    assert not payloads(tg.fake.message(IT, card.message_id))
+    assert not payloads(tg.fake.message(IT, reminders[0].message_id))
+    accs = tg.seed(lambda s: s.exec(select(Account).where(Account.person_id == ids["o"])).all())
+    assert {a.status for a in accs} == {AccountStatus.REVOKED} and all(a.revoked_by == ids["it"] for a in accs)
+    assert tg.seed(lambda s: s.get(Revocation, 1).closed_at) is not None
+    sent = len(_about(tg, IT, "Lê Thị Hoa"))
+    clock.advance(days=1)
+    await tg.tick()
+    assert len(_about(tg, IT, "Lê Thị Hoa")) == sent  # complete: no more reminders
+    actions = [e.action for e in tg.seed(lambda s: list(audit.events(s))) if e.action.startswith(("account",
+                                                                                                  "staff"))]
+    assert actions.count("account.revoked") == 3 and "staff.status_changed" in actions
+    assert "account.revocation_opened" in actions and "account.revocation_closed" in actions
+    assert tg.seed(lambda s: audit.verify(s)).ok
 
 
-async def test_staff_import_opens_the_checklist(settings, fake_telegram, clock, tmp_path):
+async def test_staff_import_opens_the_checklist(start_telegram, tmp_path):
     from storage.staff_import import import_staff_file
 
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        def give_phone(s):
-            hoa = s.get(Person, ids["o"])
-            hoa.phone = "+84912000002"
-            s.add(hoa)
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    def give_phone(s):
+        hoa = s.get(Person, ids["o"])
+        hoa.phone = "+84912000002"
+        s.add(hoa)
 
-        tg.seed(give_phone)
-        f = tmp_path / "staff.csv"
-        f.write_text("Họ và tên,Vai trò,Số điện thoại,Trạng thái\nLê Thị Hoa,Giáo viên,0912000002,Chuyển công tác\n",
-                     encoding="utf-8")
-        report = import_staff_file(tg.db, str(f), school_name=None, dry_run=False, tr=TR)
-        assert report.ok, report.render(TR)
-        assert [m.text for m in await tg.send(HOA, "xin chào")] == [TR.t(NOT_LINKED)]
-        await tg.tick()
-        card = await tg.wait_for_message(IT, predicate=lambda m: any(p.startswith("acc:v:") for p in payloads(m)))
-        assert len(payloads(card)) == 3 and TR.t("Transferred to another school") in card.text
-        await tg.wait_for_message(P, contains=TR.t("Progress: {done}/{total} revoked.", done=0, total=3))
-        # (the import ran on the wall clock, earlier than the test clock: a reminder may follow the card)
-        assert len([m for m in _about(tg, IT, "Lê Thị Hoa") if not m.text.startswith("⏰")]) == 1
-        sent = len(_about(tg, IT, "Lê Thị Hoa"))
-        await tg.tick()
-        assert len(_about(tg, IT, "Lê Thị Hoa")) == sent
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+    tg.seed(give_phone)
+    f = tmp_path / "staff.csv"
+    f.write_text("Họ và tên,Vai trò,Số điện thoại,Trạng thái\nLê Thị Hoa,Giáo viên,0912000002,Chuyển công tác\n",
+                 encoding="utf-8")
+    report = import_staff_file(tg.db, str(f), school_name=None, dry_run=False, tr=TR)
+    assert report.ok, report.render(TR)
+    assert [m.text for m in await tg.send(HOA, "xin chào")] == [TR.t(NOT_LINKED)]
+    await tg.tick()
+    card = await tg.wait_for_message(IT, predicate=lambda m: any(p.startswith("acc:v:") for p in payloads(m)))
+    assert len(payloads(card)) == 3 and TR.t("Transferred to another school") in card.text
+    await tg.wait_for_message(P, contains=TR.t("Progress: {done}/{total} revoked.", done=0, total=3))
+    # (the import ran on the wall clock, earlier than the test clock: a reminder may follow the card)
+    assert len([m for m in _about(tg, IT, "Lê Thị Hoa") if not m.text.startswith("⏰")]) == 1
+    sent = len(_about(tg, IT, "Lê Thị Hoa"))
+    await tg.tick()
+    assert len(_about(tg, IT, "Lê Thị Hoa")) == sent
 
 
-async def test_lock_and_unlock(settings, fake_telegram, clock):
-    tg = await _start(settings, fake_telegram, clock)
-    try:
-        ids = tg.ids  # type: ignore[attr-defined]
-        await tg.command(IT, "quanlytk")
-        await tg.send(IT, "nguyen thi van")
-        await tg.tap(IT, f"c:l{ids['t_mail']}")
-        await tg.send(IT, "Đăng nhập lạ từ nước ngoài")
-        owner = await tg.wait_for_message(T, contains="Đăng nhập lạ từ nước ngoài")
-        assert "vannt@thtt.edu.vn" in owner.text
-        await tg.wait_for_message(P, contains="Đăng nhập lạ từ nước ngoài")
-        acc = tg.seed(lambda s: s.get(Account, ids["t_mail"]))
-        assert acc.status == AccountStatus.LOCKED and acc.locked_by == ids["it"]
-        # a locked account cannot be reset by its owner
-        menu = (await tg.command(T, "taikhoan"))[-1]
-        assert f"c:a{ids['t_mail']}" not in payloads(menu) and "🔒" in menu.text
-        forged = await tg.tap(T, f"c:a{ids['t_mail']}")
-        assert "IT" in forged[0].text or "CNTT" in forged[0].text
-        await tg.command(T, "huy")
-        # someone else's account cannot be locked through this person's card
-        await tg.tap(IT, f"c:l{ids['o_mail']}")
-        assert tg.seed(lambda s: s.get(Account, ids["o_mail"]).status) == AccountStatus.ACTIVE
-        await tg.tap(IT, f"c:u{ids['t_mail']}")
-        await tg.wait_for_message(T, contains="/taikhoan")
-        assert tg.seed(lambda s: s.get(Account, ids["t_mail"]).status) == AccountStatus.ACTIVE
-        actions = [e.action for e in tg.seed(lambda s: list(audit.events(s)))]
-        assert actions.count("account.locked") == 1 and actions.count("account.unlocked") == 1
-        assert "account.action_refused" in actions
-        # a teacher has no access to the account list
-        assert (await tg.command(T, "quanlytk"))[0].text == TR.t("This workflow is not available for your role.")
-    finally:
-        await tg.rt.dispatcher.drain()
-        await tg.stop()
+async def test_lock_and_unlock(start_telegram, clock):
+    tg = await _start(start_telegram)
+    ids = tg.ids  # type: ignore[attr-defined]
+    await tg.command(IT, "quanlytk")
+    await tg.send(IT, "nguyen thi van")
+    await tg.tap(IT, f"c:l{ids['t_mail']}")
+    await tg.send(IT, "Đăng nhập lạ từ nước ngoài")
+    owner = await tg.wait_for_message(T, contains="Đăng nhập lạ từ nước ngoài")
+    assert "vannt@thtt.edu.vn" in owner.text
+    await tg.wait_for_message(P, contains="Đăng nhập lạ từ nước ngoài")
+    acc = tg.seed(lambda s: s.get(Account, ids["t_mail"]))
+    assert acc.status == AccountStatus.LOCKED and acc.locked_by == ids["it"]
+    # a locked account cannot be reset by its owner
+    menu = (await tg.command(T, "taikhoan"))[-1]
+    assert f"c:a{ids['t_mail']}" not in payloads(menu) and "🔒" in menu.text
+    forged = await tg.tap(T, f"c:a{ids['t_mail']}")
+    assert "IT" in forged[0].text or "CNTT" in forged[0].text
+    await tg.command(T, "huy")
+    # someone else's account cannot be locked through this person's card
+    await tg.tap(IT, f"c:l{ids['o_mail']}")
+    assert tg.seed(lambda s: s.get(Account, ids["o_mail"]).status) == AccountStatus.ACTIVE
+    await tg.tap(IT, f"c:u{ids['t_mail']}")
+    await tg.wait_for_message(T, contains="/taikhoan")
+    assert tg.seed(lambda s: s.get(Account, ids["t_mail"]).status) == AccountStatus.ACTIVE
+    actions = [e.action for e in tg.seed(lambda s: list(audit.events(s)))]
+    assert actions.count("account.locked") == 1 and actions.count("account.unlocked") == 1
+    assert "account.action_refused" in actions
+    # a teacher has no access to the account list
+    assert (await tg.command(T, "quanlytk"))[0].text == TR.t("This workflow is not available for your role.")
 
 
 @pytest.fixture
@@ -468,44 +440,38 @@ def test_cli_account_systems_and_import_accounts(settings, db, tmp_path, _school
     assert actions.count("account.systems_changed") == 2 and "account.imported" in actions
 
 
-async def test_owner_only_on_zalo_gets_no_password(settings, clock):
+async def test_owner_only_on_zalo_gets_no_password(runtime):
     """Zalo cannot delete messages: the password is shown to IT only, and the owner is told IT will
     hand it over; an IT member writing from Zalo cannot make one at all."""
-    from bot.runtime import Runtime
     from tests.helpers import RecordingChannel, inbound
 
-    rt = Runtime(settings, clock=clock)
+    rt = runtime
     web, zalo = RecordingChannel(name="web"), RecordingChannel(name="zalo_oa")
     rt.sender.register(web)
     rt.sender.register(zalo)
-    rt.db.migrate()
-    try:
-        def seed(s):
-            ids = _seed(s)
-            from storage.people import link_identity
-            for key, channel, uid in (("t", "zalo_oa", "zt"), ("it", "web", "wi"), ("p", "web", "wp")):
-                link_identity(s, person=s.get(Person, ids[key]), channel=channel, external_id=uid, chat_id=uid)
-            link_identity(s, person=s.get(Person, ids["it"]), channel="zalo_oa", external_id="zi", chat_id="zi")
-            return ids
+    def seed(s):
+        ids = _seed(s)
+        from storage.people import link_identity
+        for key, channel, uid in (("t", "zalo_oa", "zt"), ("it", "web", "wi"), ("p", "web", "wp")):
+            link_identity(s, person=s.get(Person, ids[key]), channel=channel, external_id=uid, chat_id=uid)
+        link_identity(s, person=s.get(Person, ids["it"]), channel="zalo_oa", external_id="zi", chat_id="zi")
+        return ids
 
-        ids = rt.db.run_sync(seed)
-        h = rt.dispatcher.handle
-        await h(inbound("zt", channel="zalo_oa", command="taikhoan"))
-        await h(inbound("zt", channel="zalo_oa", payload=f"c:a{ids['t_mail']}"))
-        await h(inbound("zt", channel="zalo_oa", payload="c:send"))
-        refused = await h(inbound("zi", channel="zalo_oa", payload="acc:g:1"))
-        assert "Telegram" in refused[0].reply.text and not CODE.search(refused[0].reply.text)
-        assert rt.db.run_sync(lambda s: s.get(AccountReset, 1).status) == "waiting"
-        out = await h(inbound("wi", channel="web", payload="acc:g:1"))
-        to_it = [o for o in out if o.chat_id == "wi" and CODE.search(o.reply.text)]
-        assert len(to_it) == 1 and to_it[0].reply.protect and to_it[0].reply.delete_after == 600
-        password = CODE.search(to_it[0].reply.text).group(1)  # type: ignore[union-attr]
-        assert "Nguyễn Thị Vân" in to_it[0].reply.text  # give it in person
-        to_owner = [o for o in zalo.sent if o.chat_id == "zt"]
-        assert to_owner and all(password not in o.reply.text for o in zalo.sent)
-        assert "003 Điều 5.2" in to_owner[-1].reply.text
-        ev = rt.db.run_sync(lambda s: list(audit.events(s, action="account.reset_done")))
-        assert ev[0].details["delivered"] == "in_person"
-    finally:
-        await rt.dispatcher.drain()
-        await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
+    ids = rt.db.run_sync(seed)
+    h = rt.dispatcher.handle
+    await h(inbound("zt", channel="zalo_oa", command="taikhoan"))
+    await h(inbound("zt", channel="zalo_oa", payload=f"c:a{ids['t_mail']}"))
+    await h(inbound("zt", channel="zalo_oa", payload="c:send"))
+    refused = await h(inbound("zi", channel="zalo_oa", payload="acc:g:1"))
+    assert "Telegram" in refused[0].reply.text and not CODE.search(refused[0].reply.text)
+    assert rt.db.run_sync(lambda s: s.get(AccountReset, 1).status) == "waiting"
+    out = await h(inbound("wi", channel="web", payload="acc:g:1"))
+    to_it = [o for o in out if o.chat_id == "wi" and CODE.search(o.reply.text)]
+    assert len(to_it) == 1 and to_it[0].reply.protect and to_it[0].reply.delete_after == 600
+    password = CODE.search(to_it[0].reply.text).group(1)  # type: ignore[union-attr]
+    assert "Nguyễn Thị Vân" in to_it[0].reply.text  # give it in person
+    to_owner = [o for o in zalo.sent if o.chat_id == "zt"]
+    assert to_owner and all(password not in o.reply.text for o in zalo.sent)
+    assert "003 Điều 5.2" in to_owner[-1].reply.text
+    ev = rt.db.run_sync(lambda s: list(audit.events(s, action="account.reset_done")))
+    assert ev[0].details["delivered"] == "in_person"

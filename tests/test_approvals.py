@@ -19,23 +19,13 @@ from bot.engine.approvals import StageSpec
 from bot.runtime import Runtime
 from storage import audit
 from storage.models import Approval, ApprovalStage, AuditEvent, Person, PersonStatus
-from tests.helpers import RecordingChannel, inbound, make_person, make_school
+from tests.helpers import inbound, make_person, make_school
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def _rt(settings, clock) -> tuple[Runtime, RecordingChannel]:
-    rt = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    rt.sender.register(ch)
-    await asyncio.to_thread(rt.db.migrate)
-    return rt, ch
-
-
 @pytest.fixture
-async def env(settings, clock):
-    rt, ch = await _rt(settings, clock)
-
+def env(runtime, clock):
     def seed(s):
         school = make_school(s)
         other = make_school(s, name="Trường Tiểu học Thượng Thanh", short_name="TH Thượng Thanh")
@@ -50,10 +40,8 @@ async def env(settings, clock):
         }
         return ids
 
-    ids = rt.db.run_sync(seed)
-    yield rt, ch, ids, clock
-    await rt.dispatcher.drain()
-    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
+    ids = runtime.db.run_sync(seed)
+    return runtime, runtime.test_channel, ids, clock
 
 
 def _request(rt: Runtime, requester_id: int, stages: list[StageSpec], title: str = "Footage request") -> int:
@@ -240,7 +228,7 @@ async def test_end_delegation_early_returns_pending_to_principal(env):
     assert status(rt, ap) == "approved"
 
 
-async def test_reminder_then_escalation_once_across_restart(settings, env):
+async def test_reminder_then_escalation_once_across_restart(settings, env, start_runtime):
     rt, ch, ids, clock = env
     ap = await request(rt, ids["teacher"], [StageSpec(role="board_head")])
     clock.advance(minutes=settings.approval_remind_after_minutes + 1)
@@ -248,7 +236,8 @@ async def test_reminder_then_escalation_once_across_restart(settings, env):
     await rt.dispatcher.run_unit(approvals.tick)
     assert len(actions(rt, "approval.reminded")) == 1
     # restart: a fresh runtime on the same database
-    rt2, ch2 = await _rt(settings, clock)
+    rt2 = await start_runtime()
+    ch2 = rt2.test_channel
     await rt2.dispatcher.run_unit(approvals.tick)
     assert len(actions(rt2, "approval.reminded")) == 1
     clock.advance(minutes=settings.approval_escalate_after_minutes)

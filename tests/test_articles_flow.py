@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from bot.flows.articles.models import Article, ArticleStatus, ArticleVersion
 from storage import audit
 from storage.models import Approval, PersonStatus, School
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.helpers import make_person, make_school
 
 # Telegram user ids of the seeded people.
@@ -57,18 +57,13 @@ def article(tg: TgHarness) -> Article:
 
 
 @pytest.fixture
-async def tg(settings, fake_telegram, clock):
-    h = TgHarness(settings, fake_telegram, clock=clock)
-    await h.start()
+def tg(telegram):
+    h = telegram
     ids = h.seed(seed_school)
     for key, uid in UIDS.items():
         h.link(ids[key], uid)
     h.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield h
-    finally:
-        await h.rt.dispatcher.drain()
-        await h.stop()
+    return h
 
 
 def texts_after(tg: TgHarness, uid: int, n: int) -> str:
@@ -284,41 +279,40 @@ async def test_draft_survives_restart_and_is_resumed(tg):
 
 
 @pytest.mark.parametrize("mode", ["category", "principal"])
-async def test_approver_follows_the_school_setting_and_outside_plan_goes_to_the_head(settings, fake_telegram, clock,
-                                                                                   mode):
-    async with TgHarness(settings, fake_telegram, clock=clock) as h:
-        ids = h.seed(lambda s: seed_school(s))
+async def test_approver_follows_the_school_setting_and_outside_plan_goes_to_the_head(telegram, mode):
+    h = telegram
+    ids = h.seed(lambda s: seed_school(s))
 
-        def configure(s: Session) -> None:
-            school = s.get(School, ids["school"])
-            school.settings = {**school.settings, "articles": {
-                "approver": mode, "category_approvers": {"report": ids["member"]}}}
-            s.add(school)
-        h.seed(configure)
-        for key, uid in UIDS.items():
-            h.link(ids[key], uid)
-        first = await _submit(h, title="Bài thứ nhất")
-        await h.tap(S, f"ar:{first.id}:fwd")
-        second = await _submit(h, title="Bài ngoài kế hoạch")
-        await h.tap(S, f"ar:{second.id}:head")
-        aps = h.seed(lambda s: s.exec(select(Approval).order_by(Approval.id)).all())
-        approver = M if mode == "category" else P
-        await h.wait_for_message(approver, contains=f"#{aps[0].id}")
-        card = await h.wait_for_message(B, contains=f"#{aps[1].id}")
-        assert "Ngoài kế hoạch" in card.text
-        assert not any(f"#{aps[0].id}" in t for t in h.texts(B))
-        # the mapped member (or the principal) decides; the board head cannot decide the first one
-        await h.tap(B, f"ap:{aps[0].id}:ok")
-        assert h.seed(lambda s: s.get(Approval, aps[0].id).status) == "pending"
-        await h.tap(approver, f"ap:{aps[0].id}:ok")
-        assert h.seed(lambda s: s.get(Article, first.id).status) == ArticleStatus.APPROVED
-        # the board head rejects the second with a reason: the author may revise and resend
-        await h.tap(B, f"ap:{aps[1].id}:no")
-        await h.send(B, "Không thuộc kế hoạch năm học.")
-        msg = await h.wait_for_message(T, contains="Không thuộc kế hoạch năm học.")
-        assert f"ar:{second.id}:rev" in payloads(msg)
-        assert h.seed(lambda s: s.get(Article, second.id).status) == ArticleStatus.REJECTED
-        await h.rt.dispatcher.drain()
+    def configure(s: Session) -> None:
+        school = s.get(School, ids["school"])
+        school.settings = {**school.settings, "articles": {
+            "approver": mode, "category_approvers": {"report": ids["member"]}}}
+        s.add(school)
+    h.seed(configure)
+    for key, uid in UIDS.items():
+        h.link(ids[key], uid)
+    first = await _submit(h, title="Bài thứ nhất")
+    await h.tap(S, f"ar:{first.id}:fwd")
+    second = await _submit(h, title="Bài ngoài kế hoạch")
+    await h.tap(S, f"ar:{second.id}:head")
+    aps = h.seed(lambda s: s.exec(select(Approval).order_by(Approval.id)).all())
+    approver = M if mode == "category" else P
+    await h.wait_for_message(approver, contains=f"#{aps[0].id}")
+    card = await h.wait_for_message(B, contains=f"#{aps[1].id}")
+    assert "Ngoài kế hoạch" in card.text
+    assert not any(f"#{aps[0].id}" in t for t in h.texts(B))
+    # the mapped member (or the principal) decides; the board head cannot decide the first one
+    await h.tap(B, f"ap:{aps[0].id}:ok")
+    assert h.seed(lambda s: s.get(Approval, aps[0].id).status) == "pending"
+    await h.tap(approver, f"ap:{aps[0].id}:ok")
+    assert h.seed(lambda s: s.get(Article, first.id).status) == ArticleStatus.APPROVED
+    # the board head rejects the second with a reason: the author may revise and resend
+    await h.tap(B, f"ap:{aps[1].id}:no")
+    await h.send(B, "Không thuộc kế hoạch năm học.")
+    msg = await h.wait_for_message(T, contains="Không thuộc kế hoạch năm học.")
+    assert f"ar:{second.id}:rev" in payloads(msg)
+    assert h.seed(lambda s: s.get(Article, second.id).status) == ArticleStatus.REJECTED
+    await h.rt.dispatcher.drain()
 
 
 async def test_stale_cards_and_other_schools_change_nothing(tg):

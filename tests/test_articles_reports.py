@@ -15,13 +15,12 @@ import pytest
 from PIL import Image
 from sqlmodel import Session, select
 
-from bot.core import Registry
 from bot.flows.articles.models import Article, ArticleBallot, ArticleStatus, ArticleVoteRound, VoteStatus
 from bot.flows.articles.report import MONEY, build_chart, build_xlsx
 from bot.flows.articles.service import check_url, month_stats, parse_month
 from bot.i18n import Translator
 from storage.models import Notice, NoticeStatus, RuleSetting, School
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.test_articles_flow import T2, UIDS, A, B, H, M, P, S, T, seed_school
 
 HN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -56,25 +55,21 @@ def notices(h: TgHarness, rule: str) -> list[Notice]:
     return h.seed(lambda s: list(s.exec(select(Notice).where(Notice.rule == rule, Notice.person_id.is_not(None)))))  # type: ignore[union-attr]
 
 
-def articles_registry() -> Registry:
+@pytest.fixture
+def runtime_options() -> dict[str, object]:
     """The real handlers and the article workflow only: other areas' reminders (sent at the same ticks)
     cannot blur what these tests count."""
-    return Registry().discover(only={"articles"})
+    return {"workflows": ("articles",)}
 
 
 @pytest.fixture
-async def h(settings, fake_telegram, clock):
-    harness = TgHarness(settings, fake_telegram, clock=clock, registry=articles_registry())
-    await harness.start()
+def h(telegram):
+    harness = telegram
     ids = harness.seed(seed_school)
     for key, uid in UIDS.items():
         harness.link(ids[key], uid)
     harness.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield harness
-    finally:
-        await harness.rt.dispatcher.drain()
-        await harness.stop()
+    return harness
 
 
 # -- the workbook ---------------------------------------------------------------------------------------

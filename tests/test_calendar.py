@@ -4,7 +4,6 @@ pace, Zalo's closed window) and one scheduler per PostgreSQL database across pro
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -32,7 +31,7 @@ from bot.engine.reminders import (
 )
 from bot.runtime import Runtime
 from storage.models import ChannelIdentity, Notice, RuleSetting, School
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import payloads
 from tests.helpers import RecordingChannel, inbound, make_person, make_school
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -117,12 +116,9 @@ TEST_RULE = Rule(key="test_monthly", title="Test", schedule=Monthly(day=20, hour
 
 
 @pytest.fixture
-async def rt(settings, clock):
-    runtime = Runtime(settings, clock=clock)
+def rt(runtime, clock):
     runtime.registry.add_rule(TEST_RULE)
-    ch = RecordingChannel()
-    runtime.sender.register(ch)
-    await asyncio.to_thread(runtime.db.migrate)
+    ch = runtime.test_channel
 
     def seed(s):
         school = make_school(s)
@@ -132,9 +128,7 @@ async def rt(settings, clock):
                 "p": make_person(s, school, "Trần Văn Đức", ["principal"], link="p1").id}
 
     ids = runtime.db.run_sync(seed)
-    yield runtime, ch, ids, clock
-    await runtime.dispatcher.drain()
-    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
+    return runtime, ch, ids, clock
 
 
 async def tick(runtime: Runtime) -> None:
@@ -273,11 +267,9 @@ async def test_fan_out_keeps_the_pace(rt) -> None:
     assert len(t1) == 2 and t1[1] - t1[0] >= 0.95  # one message a second per chat
 
 
-async def test_closed_zalo_window_holds_the_notice_until_they_write(settings, clock) -> None:
-    runtime = Runtime(settings, clock=clock)
+async def test_closed_zalo_window_holds_the_notice_until_they_write(runtime, clock) -> None:
     zalo = RecordingChannel(name="zalo_oa")
     runtime.sender.register(zalo)
-    await asyncio.to_thread(runtime.db.migrate)
 
     def seed(s):
         school = make_school(s)
@@ -300,49 +292,44 @@ async def test_closed_zalo_window_holds_the_notice_until_they_write(settings, cl
     await runtime.dispatcher.drain()
     assert [o.reply.text for o in zalo.sent].count("held-test") == 1
     assert runtime.db.run_sync(lambda s: s.exec(select(Notice)).one().status) == "sent"
-    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
 
 
 # -- /lich through the real python-telegram-bot -----------------------------------------------------
-async def test_lich_shows_my_reminders_and_the_principal_tunes_the_calendar(settings, fake_telegram, clock) -> None:
-    async with TgHarness(settings, fake_telegram, clock=clock) as tg:
-        def seed(s):
-            school = make_school(s)
-            return (make_person(s, school, "Nguyễn Thị Vân", ["teacher"]).id,
-                    make_person(s, school, "Trần Văn Đức", ["principal"]).id,
-                    make_person(s, school, "Lê Văn Tin", ["it"]).id)
-        teacher, principal, it = tg.seed(seed)
-        tg.link(teacher, 501)
-        tg.link(principal, 502)
-        tg.link(it, 503)
-        await tg.command(501, "lich")
-        mine = (await tg.last(501)).text
-        assert "Quét" in mine or "mã độc" in mine  # the weekly malware scan concerns everyone
-        assert "Kiểm tra tiến trình" not in mine and "⚙️" not in mine
-        await tg.command(501, "lich", "cài đặt")
-        assert "Hiệu trưởng" in (await tg.last(501)).text
-        await tg.command(502, "lich")
-        assert "⚙️" in str(payloads(await tg.last(502))) or "c:settings" in payloads(await tg.last(502))
-        await tg.tap(502, "c:settings")
-        assert "c:r:process_check" in payloads(await tg.last(502))
-        await tg.tap(502, "c:r:process_check")
-        await tg.tap(502, "c:day")
-        await tg.send(502, "40")
-        assert "28" in (await tg.last(502)).text
-        await tg.send(502, "5")
-        await tg.tap(502, "c:hour")
-        await tg.send(502, "14h30")
-        await tg.tap(502, "c:roles")
-        await tg.tap(502, "c:ro:guard_lead")
-        await tg.tap(502, "c:ro-done")
-        await tg.tap(502, "c:back")
-        await tg.tap(502, "c:done")
-        row = tg.seed(lambda s: s.get(RuleSetting, (1, "process_check")))
-        assert row.params == {"day": 5, "hour": 14, "roles": ["it", "guard_lead"]} and row.updated_by == principal
-        # a teacher replaying the principal's buttons changes nothing
-        await tg.tap(501, "c:r:process_check")
-        row2 = tg.seed(lambda s: s.get(RuleSetting, (1, "process_check")))
-        assert row2.params == row.params
+async def test_lich_shows_my_reminders_and_the_principal_tunes_the_calendar(telegram) -> None:
+    tg = telegram
+    people = tg.enrol({"the teacher": ("Nguyễn Thị Vân", ["teacher"]),
+                       "the principal": ("Trần Văn Đức", ["principal"]),
+                       "the IT officer": ("Lê Văn Tin", ["it"])})
+    teacher, principal = people["the teacher"].chat, people["the principal"].chat
+    await tg.command(teacher, "lich")
+    mine = (await tg.last(teacher)).text
+    assert "Quét" in mine or "mã độc" in mine  # the weekly malware scan concerns everyone
+    assert "Kiểm tra tiến trình" not in mine and "⚙️" not in mine
+    await tg.command(teacher, "lich", "cài đặt")
+    assert "Hiệu trưởng" in (await tg.last(teacher)).text
+    await tg.command(principal, "lich")
+    assert "⚙️" in str(payloads(await tg.last(principal))) or "c:settings" in payloads(await tg.last(principal))
+    await tg.tap(principal, "c:settings")
+    assert "c:r:process_check" in payloads(await tg.last(principal))
+    await tg.tap(principal, "c:r:process_check")
+    await tg.tap(principal, "c:day")
+    await tg.send(principal, "40")
+    assert "28" in (await tg.last(principal)).text
+    await tg.send(principal, "5")
+    await tg.tap(principal, "c:hour")
+    await tg.send(principal, "14h30")
+    await tg.tap(principal, "c:roles")
+    await tg.tap(principal, "c:ro:guard_lead")
+    await tg.tap(principal, "c:ro-done")
+    await tg.tap(principal, "c:back")
+    await tg.tap(principal, "c:done")
+    row = tg.seed(lambda s: s.get(RuleSetting, (1, "process_check")))
+    assert row.params == {"day": 5, "hour": 14, "roles": ["it", "guard_lead"]}
+    assert row.updated_by == people["the principal"].id
+    # a teacher replaying the principal's buttons changes nothing
+    await tg.tap(teacher, "c:r:process_check")
+    row2 = tg.seed(lambda s: s.get(RuleSetting, (1, "process_check")))
+    assert row2.params == row.params
 
 
 # -- one scheduler per database ----------------------------------------------------------------------

@@ -1,37 +1,24 @@
-"""The dispatcher through a recording channel: linking, menus, flows, duplicates, restarts."""
+"""The dispatcher through a recording channel (the shared ``runtime``, called ``rt`` here): linking,
+menus, flows, duplicates, restarts. (That the core imports no channel library is checked in
+tests/test_architecture.py.)"""
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import dataclasses
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
-from bot.config import Settings
 from bot.core import Contact
 from bot.runtime import Runtime
 from storage import audit
 from storage.models import Conversation, Person
-from tests.helpers import RecordingChannel, inbound, make_person, make_school
-
-
-async def _runtime(settings: Settings, clock) -> tuple[Runtime, RecordingChannel]:
-    rt = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    rt.sender.register(ch)
-    await asyncio.to_thread(rt.db.migrate)
-    return rt, ch
+from tests.helpers import inbound, make_person, make_school
 
 
 @pytest.fixture
-async def rt(settings, clock):
-    runtime, ch = await _runtime(settings, clock)
-    runtime.test_channel = ch  # type: ignore[attr-defined]
-    yield runtime
-    await runtime.stop()  # the outbox clean-up and the units in flight finish, connections close
+def rt(runtime: Runtime) -> Runtime:
+    return runtime
 
 
 def _seed(rt: Runtime) -> dict[str, int]:
@@ -84,14 +71,15 @@ async def test_duplicate_update_processed_once(rt):
     assert len(ch.sent) == n
 
 
-async def test_profile_flow_resumes_after_restart(settings, clock):
-    rt1, ch1 = await _runtime(settings, clock)
+async def test_profile_flow_resumes_after_restart(start_runtime):
+    rt1 = await start_runtime()
     _seed(rt1)
     await rt1.dispatcher.handle(inbound("900", command="hoso"))
     await rt1.dispatcher.handle(inbound("900", payload="c:email"))
     await rt1.stop()  # the outbox clean-up and the units in flight finish, connections close
     # A new process: same database, new dispatcher.
-    rt2, ch2 = await _runtime(settings, clock)
+    rt2 = await start_runtime()
+    ch2 = rt2.test_channel
     await rt2.dispatcher.handle(inbound("900", text="not an email"))
     assert "e-mail" in ch2.sent[-1].reply.text.lower() or "email" in ch2.sent[-1].reply.text.lower()
     await rt2.dispatcher.handle(inbound("900", text="  DucTV@ThuongThanh.edu.vn "))
@@ -131,22 +119,6 @@ async def test_step_exception_gives_apology_and_keeps_state(rt, monkeypatch):
     assert "secret detail" not in ch.sent[-1].reply.text
     conv = rt.db.run_sync(lambda s: s.exec(select(Conversation)).one())
     assert conv.flow == "profile" and conv.state == "menu"
-
-
-def test_core_engine_and_flows_import_no_channel_library():
-    root = Path(__file__).resolve().parent.parent
-    files = [p for d in ("core", "engine", "flows") for p in sorted((root / "bot" / d).rglob("*.py"))]
-    assert len(files) > 30
-    for f in files:
-        tree = ast.parse(f.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for n in names:
-                assert n.split(".")[0] not in ("telegram", "aiohttp"), f"{f.name} imports {n}"
 
 
 def test_destinations_prefer_a_messenger_over_the_web_chat(sqlite_db) -> None:

@@ -5,7 +5,6 @@ the stock arithmetic and period parsing themselves."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime
 
 import pytest
@@ -24,15 +23,12 @@ from bot.flows.equipment.xlsx import parse_period
 from bot.runtime import Runtime
 from storage import audit
 from storage.models import Approval, Delegation
-from tests.helpers import RecordingChannel, inbound, make_person, make_school
+from tests.helpers import inbound, make_person, make_school
 
 
 @pytest.fixture
-async def env(settings, clock):
-    rt = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    rt.sender.register(ch)
-    await asyncio.to_thread(rt.db.migrate)
+def env(runtime, clock):
+    rt = runtime
 
     def seed(s):
         school = make_school(s)
@@ -48,9 +44,7 @@ async def env(settings, clock):
         return ids
 
     ids = rt.db.run_sync(seed)
-    yield rt, ch, ids, clock
-    await rt.dispatcher.drain()
-    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
+    return rt, rt.test_channel, ids, clock
 
 
 async def _say(rt: Runtime, user: str, *steps: str) -> None:

@@ -19,7 +19,7 @@ from bot.flows.equipment.models import EquipmentBatch, EquipmentChange, Equipmen
 from bot.flows.equipment.service import deadline_for
 from storage import audit
 from storage.models import School
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.helpers import make_person, make_school
 
 P, E, T, D, V, T2 = 2001, 2002, 2003, 2004, 2005, 2006
@@ -27,9 +27,8 @@ PHOTO = b"\xff\xd8\xff\xe0" + b"JFIF-fake-photo-of-a-broken-kit" * 20
 
 
 @pytest.fixture
-async def tg(settings, fake_telegram, clock):
-    h = TgHarness(settings, fake_telegram, clock=clock)
-    await h.start()
+def tg(telegram):
+    h = telegram
 
     def seed(s):
         school = make_school(s, name="Trường Tiểu học Bùi Thanh Khiết", short_name="TH Bùi Thanh Khiết")
@@ -51,11 +50,7 @@ async def tg(settings, fake_telegram, clock):
                      ("teacher2", T2)):
         h.link(ids[key], uid)
     h.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield h
-    finally:
-        await h.rt.dispatcher.drain()
-        await h.stop()
+    return h
 
 
 def _item(tg: TgHarness, code: str) -> EquipmentItem:

@@ -21,16 +21,15 @@ from bot.flows.equipment.models import (
 from bot.i18n import Translator
 from storage import audit
 from storage.backup import record_backup, run_backup
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import payloads
 from tests.helpers import make_person, make_school
 
 P, E, T, T2, IT_, T3 = 3001, 3002, 3003, 3004, 3005, 3006
 
 
 @pytest.fixture
-async def tg(settings, fake_telegram, clock):
-    h = TgHarness(settings, fake_telegram, clock=clock)
-    await h.start()
+def tg(telegram):
+    h = telegram
 
     def seed(s):
         school = make_school(s, name="Trường Mầm non Hiệp Hòa", short_name="MN Hiệp Hòa")
@@ -54,11 +53,7 @@ async def tg(settings, fake_telegram, clock):
                      ("teacher3", T3)):
         h.link(ids[key], uid)
     h.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield h
-    finally:
-        await h.rt.dispatcher.drain()
-        await h.stop()
+    return h
 
 
 async def test_borrow_return_damage_then_semester_report(tg, clock):

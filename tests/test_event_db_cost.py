@@ -13,16 +13,16 @@ from sqlmodel import select
 from bot.core import Inbound
 from bot.runtime import Runtime
 from storage.models import ChannelIdentity, ProcessedUpdate
-from tests.helpers import inbound, make_person, make_school, recording_runtime
+from tests.helpers import inbound, make_person, make_school
 
 
 @pytest.fixture
-async def rt(settings, clock):
+def rt(runtime):
     def seed(s):
         school = make_school(s)
         make_person(s, school, "Trần Văn Đức", ["principal"], phone="+84987654321", link="900")
-    async with recording_runtime(settings, clock, seed) as runtime:
-        yield runtime
+    runtime.db.run_sync(seed)
+    return runtime
 
 
 def _statements(rt: Runtime) -> list[str]:

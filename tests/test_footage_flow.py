@@ -3,7 +3,6 @@ request → approve → the exact clip is delivered and its SHA-256 is in the au
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
@@ -32,11 +31,8 @@ def archive(tmp_path_factory):
 
 
 @pytest.fixture
-async def env(settings, clock, archive):
-    rt = Runtime(settings, clock=clock)
-    ch = RecordingChannel()
-    rt.sender.register(ch)
-    await asyncio.to_thread(rt.db.migrate)
+def env(runtime, clock, archive):
+    rt = runtime
 
     def seed(s):
         school = make_school(s)
@@ -48,9 +44,7 @@ async def env(settings, clock, archive):
                 "school": school.id}
 
     ids = rt.db.run_sync(seed)
-    yield rt, ch, ids, clock
-    await rt.dispatcher.drain()
-    await rt.stop()  # the outbox clean-up and the units in flight finish, connections close
+    return rt, rt.test_channel, ids, clock
 
 
 async def _ask(rt, when: str, minutes: str = "1", date: str = "c:today") -> None:

@@ -14,13 +14,12 @@ import pytest
 from docx import Document
 from sqlmodel import col, select
 
-from bot.core import Registry
 from bot.engine.reminders import in_quiet_hours
 from bot.flows.footage.models import Camera
 from bot.flows.incidents.models import Incident, IncidentAttachment
 from storage import audit
 from storage.models import Conversation, Notice, School
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.helpers import make_person, make_school
 
 G, GL, P, V, IT, T, E = 2001, 2002, 2003, 2004, 2005, 2006, 2007
@@ -31,15 +30,15 @@ VOICE = b"OggS voice note bytes" * 30
 WORKFLOWS = ("delegation", "footage", "incidents", "profile")
 
 
-def _registry() -> Registry:
+@pytest.fixture
+def runtime_options() -> dict[str, object]:
     """The real handlers and the workflows an incident meets (footage, delegation, profile)."""
-    return Registry().discover(only=WORKFLOWS)
+    return {"workflows": WORKFLOWS}
 
 
 @pytest.fixture
-async def tg(settings, fake_telegram, clock):
-    h = TgHarness(settings, fake_telegram, clock=clock, registry=_registry())
-    await h.start()
+def tg(telegram):
+    h = telegram
 
     def seed(s):
         school = make_school(s)  # TH Ngọc Thụy
@@ -60,11 +59,7 @@ async def tg(settings, fake_telegram, clock):
                      ("equipment", E)):
         h.link(ids[key], uid)
     h.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield h
-    finally:
-        await h.rt.dispatcher.drain()
-        await h.stop()
+    return h
 
 
 def _incidents(tg: TgHarness) -> list[Incident]:

@@ -13,16 +13,16 @@ from sqlmodel import select
 from bot.core import Button, MessageRef, Outbound, OutFile, Reply, Sender, payload_to_reply, reply_to_payload
 from bot.runtime import Runtime
 from storage.models import OutboxMessage, SentMessage, utcnow
-from tests.helpers import RecordingChannel, inbound, make_person, make_school, recording_runtime
+from tests.helpers import RecordingChannel, inbound, make_person, make_school
 
 
 @pytest.fixture
-async def rt(settings, clock):
+def rt(runtime):
     def seed(s):
         school = make_school(s)
         make_person(s, school, "Nguyễn Thị Vân", ["teacher"], link="t1")
-    async with recording_runtime(settings, clock, seed) as runtime:
-        yield runtime
+    runtime.db.run_sync(seed)
+    return runtime
 
 
 def rows(rt: Runtime) -> list[OutboxMessage]:

@@ -14,7 +14,7 @@ from bot.flows.footage.models import Camera, FootageRequest
 from media.synth import make_archive
 from storage import audit
 from storage.models import Approval
-from tests.fakes.tg_harness import TgHarness, fake_telegram_fixture, payloads  # noqa: F401
+from tests.fakes.tg_harness import TgHarness, payloads
 from tests.helpers import make_person, make_school
 
 REC_START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)  # 08:00 in Hà Nội; the clock says 09:00
@@ -29,9 +29,8 @@ def archive(tmp_path_factory):
 
 
 @pytest.fixture
-async def tg(settings, fake_telegram, clock, archive):
-    h = TgHarness(settings, fake_telegram, clock=clock)
-    await h.start()
+def tg(telegram, archive):
+    h = telegram
 
     def seed(s):
         school = make_school(s)
@@ -45,11 +44,7 @@ async def tg(settings, fake_telegram, clock, archive):
     for key, uid in (("teacher", T), ("principal", P), ("vp1", V1), ("vp2", V2)):
         h.link(ids[key], uid)
     h.ids = ids  # type: ignore[attr-defined]
-    try:
-        yield h
-    finally:
-        await h.rt.dispatcher.drain()
-        await h.stop()
+    return h
 
 
 async def _request(tg: TgHarness, stages: list[approvals.StageSpec]) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from sqlmodel import select
 
 from bot.channels.webchat import MAX_BODY, WebChat
-from bot.config import Settings
 from bot.core import Button, Ctx, Flow, MessageRef, Outbound, OutFile, Registry, Reply, Step, keyboard
 from bot.demo import DEMO_SCHOOL_NAME, create_demo_school
 from bot.flows import profile
@@ -62,18 +60,22 @@ def _registry() -> Registry:
     return reg
 
 
-async def _start(settings: Settings, clock: Any) -> Runtime:
-    rt = Runtime(settings, clock=clock, registry=_registry())
+@pytest.fixture
+def runtime_options() -> dict[str, Any]:
+    """The shared runtime with the onboarding and menu handlers, the profile and a test flow only."""
+    return {"registry": _registry()}
+
+
+async def _serve(rt: Runtime) -> Runtime:
+    """The demo school in the database, then the bot started (the web chat served)."""
     rt.db.run_sync(lambda s: create_demo_school(s))
     await rt.start()
     return rt
 
 
 @pytest.fixture
-async def rt(settings: Settings, clock: Any) -> AsyncIterator[Runtime]:
-    runtime = await _start(settings, clock)
-    yield runtime
-    await runtime.stop()
+async def rt(runtime: Runtime) -> Runtime:
+    return await _serve(runtime)
 
 
 def _base(rt: Runtime) -> str:
@@ -282,42 +284,39 @@ async def test_foreign_origin_and_host_are_refused(rt: Runtime) -> None:
     assert rt.dispatcher.processed == 0
 
 
-async def test_password_mode(settings: Settings, clock: Any) -> None:
-    rt = await _start(settings.model_copy(update={"web_chat_password": PASSWORD}), clock)
-    try:
-        base, teacher = _base(rt), _person_id(rt, "teacher")
-        origin = {"Origin": base}
-        async with _session() as http:
-            page = await http.get(base + "/")
-            assert page.status == 200 and "app.js" in await page.text()
-            strings = await (await http.get(base + "/web/api/strings")).json()
-            assert strings["password"] is True and strings["authenticated"] is False
-            assert (await http.get(base + "/web/api/people")).status == 401
-            r = await http.post(base + "/web/api/open", json={"person_id": teacher, "event_id": "open-0002"},
-                                headers=origin)
-            assert r.status == 401
-            r = await http.post(base + "/web/api/login", json={"password": "sai"}, headers=origin)
-            assert r.status == 401
-            r = await http.post(base + "/web/api/login", json={"password": PASSWORD})  # no Origin: CSRF
-            assert r.status == 403
-            r = await http.post(base + "/web/api/login", json={"password": PASSWORD}, headers=origin)
-            assert r.status == 200
-            cookie = r.headers["Set-Cookie"]
-            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and PASSWORD not in cookie
-            people = await http.get(base + "/web/api/people")
-            assert people.status == 200
-            names = [p["name"] for s in (await people.json())["schools"] for p in s["people"]]
-            assert "Nguyễn Thị Vân" in names
-            r = await http.post(base + "/web/api/open", json={"person_id": teacher, "event_id": "open-0003"},
-                                headers=origin)
-            assert r.status == 200
-            await http.post(base + "/web/api/logout", json={}, headers=origin)
-            assert (await http.get(base + "/web/api/people")).status == 401
-        async with _session() as other:  # a forged cookie is worth nothing
-            other.cookie_jar.update_cookies({"webchat_auth": "9999999999.deadbeef"})
-            assert (await other.get(base + "/web/api/people")).status == 401
-    finally:
-        await rt.stop()
+async def test_password_mode(start_runtime: Any) -> None:
+    rt = await _serve(await start_runtime(registry=_registry(), settings={"web_chat_password": PASSWORD}))
+    base, teacher = _base(rt), _person_id(rt, "teacher")
+    origin = {"Origin": base}
+    async with _session() as http:
+        page = await http.get(base + "/")
+        assert page.status == 200 and "app.js" in await page.text()
+        strings = await (await http.get(base + "/web/api/strings")).json()
+        assert strings["password"] is True and strings["authenticated"] is False
+        assert (await http.get(base + "/web/api/people")).status == 401
+        r = await http.post(base + "/web/api/open", json={"person_id": teacher, "event_id": "open-0002"},
+                            headers=origin)
+        assert r.status == 401
+        r = await http.post(base + "/web/api/login", json={"password": "sai"}, headers=origin)
+        assert r.status == 401
+        r = await http.post(base + "/web/api/login", json={"password": PASSWORD})  # no Origin: CSRF
+        assert r.status == 403
+        r = await http.post(base + "/web/api/login", json={"password": PASSWORD}, headers=origin)
+        assert r.status == 200
+        cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and PASSWORD not in cookie
+        people = await http.get(base + "/web/api/people")
+        assert people.status == 200
+        names = [p["name"] for s in (await people.json())["schools"] for p in s["people"]]
+        assert "Nguyễn Thị Vân" in names
+        r = await http.post(base + "/web/api/open", json={"person_id": teacher, "event_id": "open-0003"},
+                            headers=origin)
+        assert r.status == 200
+        await http.post(base + "/web/api/logout", json={}, headers=origin)
+        assert (await http.get(base + "/web/api/people")).status == 401
+    async with _session() as other:  # a forged cookie is worth nothing
+        other.cookie_jar.update_cookies({"webchat_auth": "9999999999.deadbeef"})
+        assert (await other.get(base + "/web/api/people")).status == 401
 
 
 async def test_files_are_served_by_unguessable_token(rt: Runtime, tmp_path: Path) -> None:
@@ -339,11 +338,8 @@ async def test_files_are_served_by_unguessable_token(rt: Runtime, tmp_path: Path
         assert (await http.get(base + "/web/files/not-a-real-token")).status == 404
 
 
-async def test_page_not_served_when_disabled(settings: Settings, clock: Any) -> None:
-    rt = await _start(settings.model_copy(update={"web_chat_enabled": False}), clock)
-    try:
-        async with _session() as http:
-            assert (await http.get(_base(rt) + "/")).status == 404
-            assert (await http.get(_base(rt) + "/web/api/people")).status == 404
-    finally:
-        await rt.stop()
+async def test_page_not_served_when_disabled(start_runtime: Any) -> None:
+    rt = await _serve(await start_runtime(registry=_registry(), settings={"web_chat_enabled": False}))
+    async with _session() as http:
+        assert (await http.get(_base(rt) + "/")).status == 404
+        assert (await http.get(_base(rt) + "/web/api/people")).status == 404

@@ -29,10 +29,10 @@ from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
+from bot import steps
 from bot.core import Button, Ctx, MessageRef, Outbound, Reply, destinations, keyboard
 from bot.i18n import N_, Translator, escape
 from bot.roles import Role
-from bot.text import parse_id
 from storage.models import (
     Approval,
     ApprovalStage,
@@ -67,15 +67,8 @@ def payload(approval_id: int, action: str) -> str:
 
 def parse_payload(data: str | None) -> tuple[int, str] | None:
     """``ap:12:ok`` → (12, "ok"); anything else (forged, malformed) → None."""
-    if not data:
-        return None
-    parts = data.split(":")
-    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
-        return None
-    approval_id = parse_id(parts[1])
-    if approval_id is None:
-        return None
-    return approval_id, parts[2]
+    parsed = steps.parse_payload(data, PREFIX, ACTIONS)
+    return (parsed.id, parsed.action) if parsed else None
 
 
 # -- delegation -----------------------------------------------------------------------------------

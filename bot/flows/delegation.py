@@ -17,7 +17,7 @@ stateDiagram-v2
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from sqlmodel import col, select
 
@@ -25,11 +25,15 @@ from bot.core import Ctx, Flow, Inbound, Reply, Step, Workflow, choice, choice_v
 from bot.engine import approvals
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import parse_date_range, parse_id
+from bot.steps import TOO_LONG, Confirm, PersonPicker, RangeQuestion
+from bot.text import parse_id
 from storage.models import Delegation, Person
 from storage.people import people_with_role
 
 MAX_DAYS = 92
+PICKER = PersonPicker(none=N_("Please choose a vice principal from the buttons."), label=lambda p: p.full_name)
+RANGE = RangeQuestion(errors={TOO_LONG: N_("A delegation can last at most {n} days.")}, max_days=MAX_DAYS)
+CONFIRM = Confirm(send=N_("✅ Confirm"), send_value="yes", cancel_value="no", cancelled=N_("Nothing was changed."))
 
 
 def _open_delegations(ctx: Ctx) -> list[Delegation]:
@@ -57,14 +61,17 @@ def start(ctx: Ctx) -> Step:
     return Step.goto("current", Reply("\n".join(lines), buttons=keyboard(*buttons, per_row=1)))
 
 
-def _ask_delegate(ctx: Ctx) -> Step:
+def _vice_principals(ctx: Ctx) -> list[Person]:
     assert ctx.person is not None
-    vps = [p for p in people_with_role(ctx.session, school_id=ctx.person.school_id, role=Role.VICE_PRINCIPAL)
-           if p.id != ctx.person.id]
+    return [p for p in people_with_role(ctx.session, school_id=ctx.person.school_id, role=Role.VICE_PRINCIPAL)
+            if p.id != ctx.person.id]
+
+
+def _ask_delegate(ctx: Ctx) -> Step:
+    vps = _vice_principals(ctx)
     if not vps:
         return Step.done(Reply(ctx.t("There is no active vice principal in the staff list to delegate to.")))
-    return Step.goto("pick", Reply(ctx.t("Who will decide in your place?"),
-                                   buttons=keyboard(*[choice(p.full_name, f"p{p.id}") for p in vps], per_row=1)))
+    return Step.goto("pick", Reply(ctx.t("Who will decide in your place?"), buttons=PICKER.buttons(vps)))
 
 
 def current(ctx: Ctx, msg: Inbound) -> Step:
@@ -91,67 +98,30 @@ def current(ctx: Ctx, msg: Inbound) -> Step:
 
 
 def pick(ctx: Ctx, msg: Inbound) -> Step:
-    """Choose the vice principal (checked again on the server)."""
-    value = choice_value(msg) or ""
-    assert ctx.person is not None
-    if value.startswith("p") and parse_id(value[1:]) is not None:
-        p = ctx.session.get(Person, parse_id(value[1:]))
-        if (p is not None and p.school_id == ctx.person.school_id and p.is_active
-                and Role.VICE_PRINCIPAL in p.roles and p.id != ctx.person.id):
-            ctx.data["delegate_id"] = p.id
-            today = ctx.today()
-            end_of_week = today + timedelta(days=6 - today.weekday())
-            next_monday = today + timedelta(days=7 - today.weekday())
-            ctx.data["presets"] = {
-                "today": [today.isoformat(), today.isoformat()],
-                "3d": [today.isoformat(), (today + timedelta(days=2)).isoformat()],
-                "week": [today.isoformat(), end_of_week.isoformat()],
-                "next": [next_monday.isoformat(), (next_monday + timedelta(days=6)).isoformat()],
-            }
-            return Step.goto("range", Reply(
-                ctx.t("For which days? Tap a choice or type a range such as “từ 24/11 đến 28/11”."),
-                buttons=keyboard(choice(ctx.t("Today"), "today"), choice(ctx.t("Next 3 days"), "3d"),
-                                 choice(ctx.t("Until the end of this week"), "week"),
-                                 choice(ctx.t("All of next week"), "next"), per_row=2)))
-    return Step.stay(Reply(ctx.t("Please choose a vice principal from the buttons.")))
+    """Choose the vice principal (a button, checked again on the server, or part of the name)."""
+    p = PICKER.answer(ctx, msg, _vice_principals(ctx))
+    if isinstance(p, Reply):
+        return Step.stay(p)
+    ctx.data["delegate_id"] = p.id
+    return RANGE.ask(ctx, "range", ctx.t("For which days? Tap a choice or type a range such as “từ 24/11 đến "
+                                         "28/11”."))
 
 
 def range_(ctx: Ctx, msg: Inbound) -> Step:
     """Dates from a button or typed (``từ 24/11 đến 28/11``); not in the past, at most 92 days."""
-    today = ctx.today()
-    value = choice_value(msg)
-    presets: dict[str, list[str]] = ctx.data.get("presets", {})
-    rng: tuple[date, date] | None = None
-    if value and value in presets:
-        rng = (date.fromisoformat(presets[value][0]), date.fromisoformat(presets[value][1]))
-    elif msg.text:
-        rng = parse_date_range(msg.text, today=today)
-    if rng is None:
-        return Step.stay(Reply(ctx.t("I could not read those dates. Type them like “từ 24/11 đến 28/11”.")))
+    rng = RANGE.answer(ctx, msg)
+    if isinstance(rng, Reply):
+        return Step.stay(rng)
     start_d, end_d = rng
-    if end_d < start_d:
-        return Step.stay(Reply(ctx.t("The end date is before the start date. Please type the range again.")))
-    if end_d < today:
-        return Step.stay(Reply(ctx.t("Those dates are in the past. Please choose dates from today on.")))
-    start_d = max(start_d, today)
-    if (end_d - start_d).days + 1 > MAX_DAYS:
-        return Step.stay(Reply(ctx.t("A delegation can last at most {n} days.", n=MAX_DAYS)))
     ctx.data["start"], ctx.data["end"] = start_d.isoformat(), end_d.isoformat()
     delegate = ctx.session.get(Person, ctx.data.get("delegate_id"))
-    return Step.goto("confirm", Reply(
-        ctx.t("Delegate your approvals to {name} from {start} to {end}?",
-              name=delegate.full_name if delegate else "?", start=ctx.tr.long_date(start_d),
-              end=ctx.tr.long_date(end_d)),
-        buttons=keyboard(choice(ctx.t("✅ Confirm"), "yes"), choice(ctx.t("Cancel"), "no"), per_row=2)))
+    return CONFIRM.ask(ctx, ctx.t("Delegate your approvals to {name} from {start} to {end}?",
+                                  name=delegate.full_name if delegate else "?", start=ctx.tr.long_date(start_d),
+                                  end=ctx.tr.long_date(end_d)))
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _create(ctx: Ctx) -> Step:
     """Create the delegation and tell both people."""
-    value = choice_value(msg)
-    if value == "no":
-        return Step.done(Reply(ctx.t("Nothing was changed.")))
-    if value != "yes":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     principal = ctx.person
     assert principal is not None
     delegate = ctx.session.get(Person, ctx.data.get("delegate_id"))
@@ -169,6 +139,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
         start=tr.date(d.start_date), end=tr.date(d.end_date))))
     return Step.done(Reply(ctx.t("Done. {period}. {name} has been told.", period=_describe(ctx, d),
                                  name=delegate.full_name)))
+
+
+confirm = CONFIRM.step(_create)
 
 
 FLOW = Flow(

@@ -9,6 +9,7 @@ from sqlmodel import Session
 from bot.core import Workflow
 from bot.flows.accounts import admin, reset, staff
 from bot.flows.accounts.models import Account, AccountReset, Revocation, RevocationItem
+from bot.flows.accounts.settings import AccountSettings
 from bot.i18n import N_
 from storage.models import School
 
@@ -27,6 +28,7 @@ WORKFLOW = Workflow(
     approval_hooks={"account_reset": reset.on_decided},
     rules=reset.RULES,
     tables=(Account, AccountReset, Revocation, RevocationItem),
+    settings=AccountSettings,
     on_staff_import=staff.after_staff_import,
     demo_seed=_demo_seed,
 )

@@ -25,17 +25,19 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
-from bot.flows.accounts.cards import account_label, match_people, principals, tell
+from bot.flows.accounts.cards import account_label, principals, tell
 from bot.flows.accounts.models import Account, AccountStatus
 from bot.flows.accounts.service import accounts_of, add_account, set_lock, system_for, systems
 from bot.i18n import N_, Translator, escape
 from bot.roles import Role
+from bot.steps import PersonPicker
 from bot.text import clean, fold, parse_id
 from storage.models import Person, PersonStatus, School
 
 MAX_MATCHES = 10
 MAX_REASON = 300
 MAX_USERNAME = 120
+PICKER = PersonPicker(limit=MAX_MATCHES)
 
 _STATUS_ICON: dict[str, str] = {AccountStatus.ACTIVE: "✅", AccountStatus.LOCKED: "🔒", AccountStatus.REVOKED: "🚫"}
 
@@ -72,26 +74,19 @@ def find(ctx: Ctx, msg: Inbound) -> Step:
     """By part of the name (diacritics forgiven), by a user name, or from the buttons."""
     person = ctx.person
     assert person is not None
-    value = choice_value(msg) or ""
     people = list(ctx.session.exec(select(Person).where(Person.school_id == person.school_id)
                                    .order_by(col(Person.full_name), col(Person.id))).all())
-    found: list[Person] = []
-    if value.startswith("p") and parse_id(value[1:]) is not None:
-        found = [p for p in people if p.id == int(value[1:])]
-    elif msg.text:
-        q = fold(msg.text)
-        found = match_people(people, msg.text)
-        if not found:
-            ids = {a.person_id for a in ctx.session.exec(select(Account).where(
-                Account.school_id == person.school_id)).all() if fold(a.username) == q}
-            found = [p for p in people if p.id in ids]
-    if not found:
-        return Step.stay(Reply(ctx.t("Nobody matches. Type another part of the name, or /huy to stop.")))
-    if len(found) > 1:
-        return Step.stay(Reply(ctx.t("Several people match. Which one?"), buttons=keyboard(
-            *[choice(p.full_name + (f" ({p.unit})" if p.unit else ""), f"p{p.id}") for p in found[:MAX_MATCHES]],
-            per_row=1)))
-    ctx.data["person_id"] = found[0].id
+
+    def by_username(text: str) -> list[Person]:
+        q = fold(text)
+        ids = {a.person_id for a in ctx.session.exec(select(Account).where(
+            Account.school_id == person.school_id)).all() if fold(a.username) == q}
+        return [p for p in people if p.id in ids]
+
+    found = PICKER.answer(ctx, msg, people, also=by_username)
+    if isinstance(found, Reply):
+        return Step.stay(found)
+    ctx.data["person_id"] = found.id
     return Step.goto("person", _card(ctx))
 
 

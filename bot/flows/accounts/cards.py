@@ -27,7 +27,7 @@ from bot.flows.accounts.service import (
 )
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import fold
+from bot.steps import match_people
 from storage.models import Person, PersonStatus, School, SentMessage
 from storage.people import people_with_role
 
@@ -107,20 +107,6 @@ def account_label(tr: Translator, school: School, acc: Account) -> str:
     """``Thư điện tử công vụ · vannt@…`` (plain text, for buttons)."""
     username = acc.username if len(acc.username) <= 40 else acc.username[:39] + "…"
     return f"{system_for(school, acc.system).title(tr)} · {username}"
-
-
-def match_people(people: Iterable[Person], query: str) -> list[Person]:
-    """People whose name matches what was typed (diacritics and case forgiven): those where every
-    typed word starts a word of the name (``hoa`` finds Lê Thị Hoa, not Đặng Minh Khoa) when there
-    are any, else those whose name contains the text."""
-    q = fold(query)
-    if not q:
-        return []
-    people = list(people)
-    words = q.split()
-    by_words = [p for p in people
-                if all(any(w.startswith(x) for w in fold(p.full_name).split()) for x in words)]
-    return by_words or [p for p in people if q in fold(p.full_name)]
 
 
 # -- reset cards ----------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ from bot.flows.accounts.service import (
 )
 from bot.i18n import N_, Translator
 from bot.roles import Role
+from bot.steps import Confirm, parse_payload
 from bot.text import fold, parse_id
 from bot.workdays import is_working_day
 from storage.models import Approval, Person, School
@@ -91,6 +92,7 @@ log = logging.getLogger(__name__)
 RULE_REVOCATIONS = "accounts.revocations"
 RULE_RESETS = "accounts.resets"
 REMIND_FROM_HOUR = 8
+CONFIRM = Confirm()
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -164,17 +166,11 @@ def pick(ctx: Ctx, msg: Inbound) -> Step:
                      "then the IT team resets it.", account=label)
     else:
         text = ctx.t("Reset the password of {account}? The IT team will reset it.", account=label)
-    return Step.goto("confirm", Reply(text, buttons=keyboard(choice(ctx.t("📨 Send"), "send"),
-                                                             choice(ctx.t("Cancel"), "cancel"), per_row=2)))
+    return CONFIRM.ask(ctx, text)
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _send(ctx: Ctx) -> Step:
     """Record the request; to the principal for a sensitive system, else straight to IT."""
-    value = choice_value(msg)
-    if value == "cancel":
-        return Step.done(Reply(ctx.t("Cancelled. Nothing was sent.")))
-    if value != "send":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     person, school = ctx.person, ctx.school
     assert person is not None and school is not None and person.id is not None and school.id is not None
     acc = ctx.session.get(Account, int(ctx.data.get("account_id") or 0))
@@ -209,6 +205,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
     return Step.done(Reply(ctx.t("Request #{id} was sent to the IT team. The temporary password will come to "
                                  "you here, privately, and disappear after {n} minutes.", id=reset.id,
                                  n=minutes)))
+
+
+confirm = CONFIRM.step(_send)
 
 
 # -- after the principal's decision ---------------------------------------------------------------
@@ -351,13 +350,13 @@ def _revoke_action(ctx: Ctx, raw_id: str) -> Step:
 def on_action(ctx: Ctx) -> Step:
     """``acc:g:<reset>`` / ``acc:m:<reset>`` / ``acc:v:<item>`` — the payload only names the thing;
     the server checks the role, the school and the state."""
-    parts = (ctx.inbound.payload or "").split(":")
-    if len(parts) != 3 or parts[1] not in ("g", "m", "v") or parse_id(parts[2]) is None:
+    parsed = parse_payload(ctx.inbound.payload, PREFIX, ("g", "m", "v"), action_first=True)
+    if parsed is None:
         ctx.audit("account.action_refused", "", reason="malformed", payload=(ctx.inbound.payload or "")[:64])
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    if parts[1] == "v":
-        return _revoke_action(ctx, parts[2])
-    return _reset_action(ctx, parts[1], parts[2])
+    if parsed.action == "v":
+        return _revoke_action(ctx, str(parsed.id))
+    return _reset_action(ctx, parsed.action, str(parsed.id))
 
 
 # -- reminders ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Systems, accounts, password resets and revocation checklists: keyword-only storage functions.
 
-A school's systems are configured in ``School.settings["accounts"]["systems"]`` (defaults below:
+A school's systems are configured in ``School.settings["accounts"]["systems"]`` (declared with the
+other account settings in :class:`bot.flows.accounts.settings.AccountSettings`; defaults below:
 official e-mail, school-management software, the sector database, the equipment system, the
 portal), each marked sensitive or not; a reset of a sensitive system's password needs BGH
 approval first. Which person has which account is the ``account`` table — user names only.
@@ -28,7 +29,9 @@ from bot.flows.accounts.models import (
     Revocation,
     RevocationItem,
 )
+from bot.flows.accounts.settings import DEFAULT_DELETE_MINUTES, MAX_DELETE_MINUTES, AccountSettings
 from bot.i18n import N_
+from bot.settings import save
 from bot.text import clean, fold
 from storage import audit
 from storage.models import ChannelIdentity, Conversation, Person, PersonStatus, School, utcnow
@@ -36,9 +39,7 @@ from storage.models import ChannelIdentity, Conversation, Person, PersonStatus, 
 if TYPE_CHECKING:  # pragma: no cover
     from bot.i18n import Translator
 
-SETTINGS_KEY = "accounts"
-DEFAULT_DELETE_MINUTES = 10
-MAX_DELETE_MINUTES = 24 * 60
+SETTINGS_KEY = AccountSettings.section
 DEPARTED = (PersonStatus.TRANSFERRED, PersonStatus.RETIRED, PersonStatus.LEFT)
 
 
@@ -86,20 +87,18 @@ for _key, _names in {
         SYSTEM_ALIASES[_name] = _key
 
 
-def account_settings(school: School) -> dict[str, Any]:
-    raw = (school.settings or {}).get(SETTINGS_KEY)
-    return dict(raw) if isinstance(raw, dict) else {}
+def account_settings(school: School | None) -> dict[str, Any]:
+    """The school's account settings as a dict (defaults where nothing usable is stored)."""
+    return AccountSettings.of(school).model_dump()
 
 
 def systems(school: School) -> list[System]:
     """The school's systems (its own list when set, else the defaults)."""
-    raw = account_settings(school).get("systems")
-    if not isinstance(raw, list) or not raw:
+    conf = AccountSettings.of(school)
+    if "systems" not in conf.model_fields_set or not conf.systems:
         return list(DEFAULT_SYSTEMS)
     out: list[System] = []
-    for item in raw:
-        if not isinstance(item, dict) or not str(item.get("key") or "").strip():
-            continue
+    for item in conf.systems:
         key = str(item["key"]).strip()[:40]
         name = clean(str(item.get("name") or ""))
         sensitive = bool(item.get("sensitive", False))
@@ -138,21 +137,13 @@ def find_system(school: School, text: str) -> System | None:
 
 
 def save_systems(school: School, items: Sequence[System]) -> None:
-    settings = dict(school.settings or {})
-    area = account_settings(school)
-    area["systems"] = [s.as_setting() for s in items]
-    settings[SETTINGS_KEY] = area
-    school.settings = settings  # a new dict, so the JSON column is seen as changed
+    conf = AccountSettings.of(school)
+    save(school, conf.updated(systems=[s.as_setting() for s in items]))
 
 
 def delete_after_seconds(school: School | None) -> int:
     """How long a temporary password stays in the chats (``password_delete_minutes``, default 10)."""
-    raw = account_settings(school).get("password_delete_minutes", DEFAULT_DELETE_MINUTES) if school else None
-    try:
-        minutes = int(raw) if raw is not None else DEFAULT_DELETE_MINUTES
-    except (TypeError, ValueError):
-        minutes = DEFAULT_DELETE_MINUTES
-    return max(1, min(MAX_DELETE_MINUTES, minutes)) * 60
+    return AccountSettings.of(school).password_delete_minutes * 60
 
 
 # -- schools --------------------------------------------------------------------------------------
@@ -314,7 +305,7 @@ def open_revocations(session: Session, *, school_id: int) -> list[Revocation]:
                              .order_by(col(Revocation.opened_at), col(Revocation.id))))
 
 
-__all__ = ["DEFAULT_SYSTEMS", "DEPARTED", "SETTINGS_KEY", "System", "account_settings", "accounts_of", "add_account",
+__all__ = ["DEFAULT_DELETE_MINUTES", "DEFAULT_SYSTEMS", "DEPARTED", "MAX_DELETE_MINUTES", "SETTINGS_KEY", "System", "account_settings", "accounts_of", "add_account",
            "claim_reset", "delete_after_seconds", "find_school", "find_system", "open_reset",
            "open_revocation", "open_revocations", "revocation_items", "save_systems", "set_lock", "stop_identities",
            "system_for", "systems", "tick_item"]

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.engine.reminders import queue_notice
 from bot.flows.accounts import email_names
-from bot.flows.accounts.cards import STATUS_LABELS, it_team, match_people, principals, revocation_card
+from bot.flows.accounts.cards import STATUS_LABELS, it_team, principals, revocation_card
 from bot.flows.accounts.models import AccountStatus, Revocation
 from bot.flows.accounts.reset import RULE_REVOCATIONS, card_key, progress_key
 from bot.flows.accounts.service import (
@@ -41,10 +41,13 @@ from bot.flows.accounts.service import (
 )
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import parse_id
+from bot.steps import Confirm, PersonPicker, name_and_unit
 from storage.models import Person, PersonStatus, School
 
 MAX_MATCHES = 10
+PICKER = PersonPicker(none=N_("Nobody in service matches. Type another part of the name, or /huy to stop."),
+                      not_listed=N_("That person is not in service at your school."), limit=MAX_MATCHES)
+CONFIRM = Confirm(send=N_("✅ Confirm"), send_value="yes", cancel_value="no", cancelled=N_("Nothing was changed."))
 
 
 def _candidates(ctx: Ctx) -> list[Person]:
@@ -56,8 +59,7 @@ def _candidates(ctx: Ctx) -> list[Person]:
             if p.id != person.id]
 
 
-def _who(p: Person) -> str:
-    return p.full_name + (f" ({p.unit})" if p.unit else "")
+_who = name_and_unit
 
 
 def start(ctx: Ctx) -> Step:
@@ -80,21 +82,9 @@ def start(ctx: Ctx) -> Step:
 
 def find(ctx: Ctx, msg: Inbound) -> Step:
     """A person in service (not oneself), by part of the name or from the buttons."""
-    value = choice_value(msg) or ""
-    people = _candidates(ctx)
-    found: list[Person] = []
-    if value.startswith("p") and parse_id(value[1:]) is not None:
-        found = [p for p in people if p.id == int(value[1:])]
-        if not found:
-            return Step.stay(Reply(ctx.t("That person is not in service at your school.")))
-    elif msg.text:
-        found = match_people(people, msg.text)
-    if not found:
-        return Step.stay(Reply(ctx.t("Nobody in service matches. Type another part of the name, or /huy to stop.")))
-    if len(found) > 1:
-        return Step.stay(Reply(ctx.t("Several people match. Which one?"), buttons=keyboard(
-            *[choice(_who(p), f"p{p.id}") for p in found[:MAX_MATCHES]], per_row=1)))
-    target = found[0]
+    target = PICKER.answer(ctx, msg, _candidates(ctx))
+    if isinstance(target, Reply):
+        return Step.stay(target)
     ctx.data["person_id"] = target.id
     return Step.goto("status", Reply(ctx.t("What happens to {name}?", name=_who(target)), buttons=keyboard(
         *[choice(ctx.t(label), key) for key, label in STATUS_LABELS.items()],
@@ -113,20 +103,13 @@ def status(ctx: Ctx, msg: Inbound) -> Step:
         return Step.done(Reply(ctx.t("That person is not in service at your school.")))
     ctx.data["status"] = value
     n = len(accounts_of(ctx.session, person_id=target.id, statuses=[AccountStatus.ACTIVE, AccountStatus.LOCKED]))
-    return Step.goto("confirm", Reply(
-        ctx.t("Mark {name} as “{status}”? Their access to the assistant stops now, and the IT team gets the "
-              "checklist of their {n} recorded accounts to revoke.", name=_who(target),
-              status=ctx.t(STATUS_LABELS[value]), n=n),
-        buttons=keyboard(choice(ctx.t("✅ Confirm"), "yes"), choice(ctx.t("Cancel"), "no"), per_row=2)))
+    return CONFIRM.ask(ctx, ctx.t("Mark {name} as “{status}”? Their access to the assistant stops now, and the IT "
+                                  "team gets the checklist of their {n} recorded accounts to revoke.",
+                                  name=_who(target), status=ctx.t(STATUS_LABELS[value]), n=n))
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _apply(ctx: Ctx) -> Step:
     """Change the status (a conditional update), stop the identities, open the checklist."""
-    value = choice_value(msg)
-    if value == "no":
-        return Step.done(Reply(ctx.t("Nothing was changed.")))
-    if value != "yes":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     principal = ctx.person
     assert principal is not None and principal.id is not None
     new_status = str(ctx.data.get("status"))
@@ -154,6 +137,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
     return Step.done(Reply(ctx.t("{name} is now marked “{status}”; their access to the assistant has stopped. "
                                  "The IT team got the checklist of {n} accounts; your copy shows the progress.",
                                  name=target.full_name, status=label, n=len(items))))
+
+
+confirm = CONFIRM.step(_apply)
 
 
 def announce(ctx: Ctx, rev: Revocation) -> None:

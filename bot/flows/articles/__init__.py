@@ -9,6 +9,7 @@ from sqlmodel import Session
 from bot.core import Workflow
 from bot.flows.articles import configure, review, submit
 from bot.flows.articles.models import Article, ArticleBallot, ArticleVersion, ArticleVoteRound
+from bot.flows.articles.settings import ArticleSettings
 from bot.i18n import N_
 from storage.models import School
 
@@ -27,5 +28,6 @@ WORKFLOW = Workflow(
     approval_hooks={"article": review.on_decided},
     rules=submit.RULES,
     tables=(Article, ArticleVersion, ArticleVoteRound, ArticleBallot),
+    settings=ArticleSettings,
     demo_seed=_demo_seed,
 )

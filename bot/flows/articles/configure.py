@@ -26,28 +26,28 @@ import re
 from typing import Any
 
 from bot.core import Ctx, Flow, Inbound, Reply, Step, choice, choice_value, keyboard
-from bot.flows.articles.service import AREA, CATEGORIES, category_title, rate_of, settings_of
+from bot.flows.articles.service import CATEGORIES, category_title
+from bot.flows.articles.settings import MAX_RATE, ArticleSettings
 from bot.i18n import N_
 from bot.roles import Role
+from bot.settings import save
 from bot.text import fold, parse_id
 from storage.models import Person
 from storage.people import people_with_roles
 
 MODES = {"board_head": N_("the head of the editorial board"), "principal": N_("the principal"),
          "category": N_("the board member assigned to the category (else the board head)")}
-MAX_RATE = 10_000_000
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
-def _cfg(ctx: Ctx) -> dict[str, Any]:
-    return dict(settings_of(ctx.school))
+def _cfg(ctx: Ctx) -> ArticleSettings:
+    return ArticleSettings.of(ctx.school)
 
 
 def _save(ctx: Ctx, **changes: Any) -> None:
     school = ctx.school
     assert school is not None
-    cfg = {**_cfg(ctx), **changes}
-    school.settings = {**(school.settings or {}), AREA: cfg}  # a new dict: the JSON column sees the change
+    save(school, _cfg(ctx).updated(**changes))  # a new dict: the JSON column sees the change
     ctx.session.add(school)
     ctx.session.flush()
     ctx.audit("article.settings_changed", f"school:{school.id}", **changes)
@@ -55,21 +55,20 @@ def _save(ctx: Ctx, **changes: Any) -> None:
 
 def _menu(ctx: Ctx, note: str | None = None) -> Reply:
     cfg = _cfg(ctx)
-    mode = cfg.get("approver", "board_head")
+    mode = cfg.approver
     lines = [note, ""] if note else []
     lines.append(ctx.t("<b>Article pipeline settings</b>"))
     lines.append(ctx.t("Articles are approved by {who}.", who=ctx.t(MODES.get(mode, MODES["board_head"]))))
-    mapping = cfg.get("category_approvers") or {}
     for key in CATEGORIES:
-        pid = mapping.get(key) if isinstance(mapping, dict) else None
+        pid = cfg.category_approvers.get(key)
         pid_ = parse_id(str(pid)) if pid is not None else None
         person = ctx.session.get(Person, pid_) if pid_ is not None else None
         if person is not None:
             lines.append(ctx.t("• {category}: {name}", category=category_title(ctx.tr, key), name=person.full_name))
-    rate = rate_of(ctx.school)
+    rate = cfg.rate
     lines.append(ctx.t("Payment per published article: {rate}.", rate=ctx.tr.money(rate)) if rate
                  else ctx.t("Payment per published article: none (not funded)."))
-    domains = cfg.get("portal_domains") or []
+    domains = cfg.portal_domains
     lines.append(ctx.t("Portal address: {domains}.", domains=", ".join(domains)) if domains
                  else ctx.t("Portal address: any (links are only checked to be web addresses)."))
     lines.append(ctx.t("Outside the activity plan, the board head always decides (Article 15.2)."))
@@ -131,7 +130,7 @@ def mapwho(ctx: Ctx, msg: Inbound) -> Step:
     pid = parse_id(value[1:]) if value.startswith("p") else None
     if pid is None or key not in CATEGORIES:
         return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
-    mapping = dict(_cfg(ctx).get("category_approvers") or {})
+    mapping = dict(_cfg(ctx).category_approvers)
     if pid == 0:
         mapping.pop(key, None)
     else:

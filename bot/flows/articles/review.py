@@ -71,6 +71,7 @@ from bot.flows.articles.service import (
 )
 from bot.i18n import N_, Translator, escape
 from bot.roles import ROLE_TITLES, Role
+from bot.steps import parse_payload as parse_payload_of
 from bot.text import clean, fold, nfc, parse_id
 from storage.models import Approval, ApprovalStatus, Person, SentMessage
 
@@ -87,11 +88,8 @@ def payload(article_id: int, action: str) -> str:
 
 
 def parse_payload(data: str | None) -> tuple[int, str] | None:
-    parts = (data or "").split(":")
-    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
-        return None
-    aid = parse_id(parts[1])
-    return (aid, parts[2]) if aid is not None else None
+    parsed = parse_payload_of(data, PREFIX, ACTIONS)
+    return (parsed.id, parsed.action) if parsed else None
 
 
 def is_done_word(text: str | None) -> bool:

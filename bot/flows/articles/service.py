@@ -5,19 +5,12 @@ quotas (seed 001 Điều 18), timeliness (Điều 22.1.1) and payment (Điều 2
 The conversations live in ``bot/flows/articles*.py``; the XLSX sheet and the chart in
 ``bot/flows/articles/report.py``.
 
-School settings (``School.settings["articles"]``, every key optional):
-
-===================== ======================================================================
-``rate``              payment per published article in đồng (default 30 000; 0 = not funded)
-``approver``          ``board_head`` (default), ``principal``, or ``category`` (the board
-                      member mapped to the article's category, else the board head)
-``category_approvers`` ``{category key: person id}`` used when ``approver`` is ``category``
-``portal_domains``    host names a published link must belong to (empty: any web address)
-``organisations``     the organisations with a monthly quota besides the school's units
-                      (default Chi bộ, Công đoàn, Chi đoàn, Đội)
-``unit_heads``        ``{unit name: [person ids]}`` heads of organisations (tổ trưởng are found
-                      by role and unit)
-===================== ======================================================================
+School settings (``School.settings["articles"]``, every key optional) are declared in
+:class:`bot.flows.articles.settings.ArticleSettings`: ``rate`` (payment per published article in đồng,
+default 30 000; 0 = not funded), ``approver`` (``board_head``, ``principal`` or ``category``),
+``category_approvers`` (``{category key: person id}``), ``portal_domains`` (host names a published
+link must belong to), ``organisations`` (with a monthly quota besides the school's units) and
+``unit_heads`` (``{unit name: [person ids]}``). ``python main.py settings show`` lists them.
 """
 
 from __future__ import annotations
@@ -35,13 +28,14 @@ from sqlmodel import Session, col, select
 from bot.core import FileRef
 from bot.engine.approvals import StageSpec
 from bot.flows.articles.models import Article, ArticleStatus
+from bot.flows.articles.settings import DEFAULT_RATE, ORGANISATIONS, ArticleSettings
 from bot.i18n import N_, Translator
 from bot.roles import BGH, Role
 from bot.text import clean, fold, parse_id
 from storage.models import Person, PersonStatus, School
 from storage.people import people_with_role, school_units
 
-AREA = "articles"
+AREA = ArticleSettings.section
 
 #: Categories of Điều 14.2 / 15.1, in the regulation's order.
 CATEGORIES: dict[str, str] = {
@@ -61,13 +55,9 @@ _CATEGORY_WORDS: dict[str, tuple[str, ...]] = {
     "indepth": ("chuyen sau", "chuyen mon", "quan ly", "in-depth", "in depth"),
 }
 
-#: Organisations that need one published article a month besides the units (Điều 18).
-ORGANISATIONS: tuple[str, ...] = ("Chi bộ", "Công đoàn", "Chi đoàn", "Đội")
-
 ORIGIN_OWN = "own"
 ORIGIN_COLLECTED = "collected"
 
-DEFAULT_RATE = 30_000
 #: Publication is due this many days after the event (Điều 22.1.1).
 DEADLINE_DAYS = 3
 
@@ -107,22 +97,16 @@ STATUS_TITLES: dict[str, str] = {
 
 # -- settings -------------------------------------------------------------------------------------
 def settings_of(school: School | None) -> dict[str, Any]:
-    raw = (school.settings or {}).get(AREA, {}) if school is not None else {}
-    return raw if isinstance(raw, dict) else {}
+    """The school's article settings as a dict (defaults where nothing usable is stored)."""
+    return ArticleSettings.of(school).model_dump()
 
 
 def rate_of(school: School | None) -> int:
-    try:
-        return max(0, int(settings_of(school).get("rate", DEFAULT_RATE)))
-    except (TypeError, ValueError):
-        return DEFAULT_RATE
+    return ArticleSettings.of(school).rate
 
 
 def organisations(school: School | None) -> list[str]:
-    raw = settings_of(school).get("organisations")
-    if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
-        return [clean(x) for x in raw if clean(x)]
-    return list(ORGANISATIONS)
+    return list(ArticleSettings.of(school).organisations)
 
 
 def units_of(session: Session, school: School) -> list[str]:
@@ -163,15 +147,12 @@ def approver_stage(session: Session, school: School, article: Article, *, in_pla
     or the principal where the school chooses. Outside the activity plan: always the board head."""
     if not in_plan:
         return StageSpec(role=Role.BOARD_HEAD)
-    cfg = settings_of(school)
-    mode = cfg.get("approver", "board_head")
-    if mode == "principal":
+    cfg = ArticleSettings.of(school)
+    if cfg.approver == "principal":
         return StageSpec(role=Role.PRINCIPAL)
-    if mode == "category":
-        mapping = cfg.get("category_approvers") or {}
-        pid = mapping.get(article.category) if isinstance(mapping, dict) else None
-        pid_ = parse_id(str(pid)) if isinstance(pid, int | str) else None
-        person = session.get(Person, pid_) if pid_ is not None else None
+    if cfg.approver == "category":
+        pid = parse_id(str(cfg.category_approvers.get(article.category, "")))
+        person = session.get(Person, pid) if pid is not None else None
         if person is not None and person.is_active and person.school_id == school.id:
             return StageSpec(person_id=person.id)
     return StageSpec(role=Role.BOARD_HEAD)
@@ -203,18 +184,16 @@ def unit_heads(session: Session, school: School) -> dict[str, list[Person]]:
         u = by_fold.get(fold(p.unit))
         if u:
             out.setdefault(u, []).append(p)
-    mapping = settings_of(school).get("unit_heads") or {}
-    if isinstance(mapping, dict):
-        for name, ids in mapping.items():
-            u = by_fold.get(fold(str(name)))
-            if u is None:
-                continue
-            for pid in ids if isinstance(ids, list) else [ids]:
-                hid = parse_id(str(pid))
-                head = session.get(Person, hid) if hid is not None else None
-                if head is not None and head.is_active and head.school_id == school.id and all(
-                        q.id != head.id for q in out.get(u, [])):
-                    out.setdefault(u, []).append(head)
+    for name, ids in ArticleSettings.of(school).unit_heads.items():
+        u = by_fold.get(fold(name))
+        if u is None:
+            continue
+        for pid in ids:
+            hid = parse_id(str(pid))
+            head = session.get(Person, hid) if hid is not None else None
+            if head is not None and head.is_active and head.school_id == school.id and all(
+                    q.id != head.id for q in out.get(u, [])):
+                out.setdefault(u, []).append(head)
     return out
 
 
@@ -480,7 +459,7 @@ def demo_seed(session: Session, school: School) -> None:
 
 
 __all__ = [
-    "AREA", "CATEGORIES", "demo_seed", "EDITABLE", "MonthStats", "ORGANISATIONS", "PIPELINE", "approver_stage",
+    "AREA", "CATEGORIES", "DEFAULT_RATE", "demo_seed", "EDITABLE", "MonthStats", "ORGANISATIONS", "PIPELINE", "approver_stage",
     "category_title", "check_photo", "check_url", "deadline_for", "is_late", "is_secretary", "month_bounds",
     "month_key", "month_label", "month_stats", "name_key", "organisations", "parse_category", "parse_month",
     "pending_of", "previous_month", "rate_of", "secretaries", "settings_of", "short", "status_title",

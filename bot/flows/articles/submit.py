@@ -38,7 +38,7 @@ stateDiagram-v2
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from bot.core import Ctx, Flow, Handler, Inbound, Reply, Step, choice, choice_value, keyboard
 from bot.flows.articles import review, stats, vote
@@ -63,11 +63,18 @@ from bot.flows.articles.service import (
 )
 from bot.i18n import N_
 from bot.roles import Role
-from bot.text import clean, fold, nfc, parse_date, parse_id
+from bot.steps import FUTURE, TOO_OLD, UNREADABLE, DayQuestion
+from bot.text import clean, fold, nfc, parse_id
 
 STEPS = ("title", "category", "unit", "origin", "event", "body", "photos")
 MAX_PAST_DAYS = 366
 MAX_FUTURE_DAYS = 180
+#: the event's day: at most a year back, at most half a year ahead (or “not about an event”)
+EVENT_DAY = DayQuestion(errors={
+    UNREADABLE: N_("I could not read that date. Type it like 21/11 or 21/11/2026, or tap “Not about an event”."),
+    FUTURE: N_("That date is too far in the future. Please check it."),
+    TOO_OLD: N_("That date is more than a year ago. Please check it."),
+}, past_days=MAX_PAST_DAYS, future_days=MAX_FUTURE_DAYS)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -145,11 +152,10 @@ def _ask_origin(ctx: Ctx, art: Article | None) -> Step:
 
 
 def _ask_event(ctx: Ctx, art: Article | None) -> Step:
-    return Step.goto("event", Reply(
-        ctx.t("On what date was (or will be) the event the article is about? For example 21/11. It must be "
-              "published within {n} days after the event.", n=DEADLINE_DAYS),
-        buttons=keyboard(choice(ctx.t("Today"), "today"), choice(ctx.t("Yesterday"), "yesterday"),
-                         choice(ctx.t("Not about an event"), "none"), per_row=2)))
+    return EVENT_DAY.ask(ctx, "event", ctx.t("On what date was (or will be) the event the article is about? For "
+                                             "example 21/11. It must be published within {n} days after the "
+                                             "event.", n=DEADLINE_DAYS),
+                         choice(ctx.t("Not about an event"), "none"))
 
 
 def _ask_body(ctx: Ctx, art: Article | None) -> Step:
@@ -374,19 +380,12 @@ def event(ctx: Ctx, msg: Inbound) -> Step:
     value = choice_value(msg)
     if fold(msg.text or "").strip(" .") in ("khong", "khong co", "khong gan", "khong gan voi su kien", "none"):
         value = "none"
-    d: date | None
-    if value == "none":
-        d = None
-    else:
-        d = today if value == "today" else today - timedelta(days=1) if value == "yesterday" else \
-            parse_date(msg.text, today=today)
-        if d is None:
-            return Step.stay(Reply(ctx.t("I could not read that date. Type it like 21/11 or 21/11/2026, or tap "
-                                         "“Not about an event”.")))
-        if d < today - timedelta(days=MAX_PAST_DAYS):
-            return Step.stay(Reply(ctx.t("That date is more than a year ago. Please check it.")))
-        if d > today + timedelta(days=MAX_FUTURE_DAYS):
-            return Step.stay(Reply(ctx.t("That date is too far in the future. Please check it.")))
+    d: date | None = None
+    if value != "none":
+        answer = EVENT_DAY.answer(ctx, msg)
+        if isinstance(answer, Reply):
+            return Step.stay(answer)
+        d = answer
     art.event_date = d
     art.deadline = deadline_for(d)
     _touch(ctx, art, "event")

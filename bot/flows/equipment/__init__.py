@@ -16,6 +16,7 @@ from bot.flows.equipment.models import (
     EquipmentUse,
     RepairRequest,
 )
+from bot.flows.equipment.settings import EquipmentSettings
 from bot.i18n import N_
 from storage.models import School
 
@@ -34,5 +35,6 @@ WORKFLOW = Workflow(
     approval_hooks={"equipment_repair": repair.on_decided},
     rules=(*changes.RULES, *report.RULES),
     tables=(EquipmentItem, EquipmentBatch, EquipmentChange, EquipmentUse, RepairRequest, EquipmentReport),
+    settings=EquipmentSettings,
     demo_seed=_demo_seed,
 )

@@ -37,7 +37,7 @@ stateDiagram-v2
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ from bot.flows.equipment.models import (
 from bot.flows.equipment.xlsx import batch_path, write_batch_xlsx
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import clean, fold, parse_date, parse_id
+from bot.steps import FUTURE, TOO_OLD, UNREADABLE, Confirm, DayQuestion, parse_payload
+from bot.text import clean, fold, parse_id
 from bot.workdays import is_working_day, working_days_between
 from storage.models import Person
 
@@ -87,6 +88,14 @@ MAX_BUTTONS = 12
 MAX_NOTE = 500
 MAX_PAST_DAYS = 366
 KINDS = [k.value for k in ChangeKind]
+#: the day the change happened: never in the future, at most a year ago
+DAY = DayQuestion(errors={
+    UNREADABLE: N_("I could not read that date. Type it like 21/11 or 21/11/2026, or tap Today."),
+    FUTURE: N_("Refused: {date} is in the future. A change is recorded once it has happened; type the day it "
+               "happened (today at the latest)."),
+    TOO_OLD: N_("{date} is more than a year ago. For old differences record a stock-take correction dated today."),
+}, past_days=MAX_PAST_DAYS)
+CONFIRM = Confirm(send=N_("💾 Save"), send_value="save", cancelled=N_("Cancelled. Nothing was saved."))
 
 
 # -- finding an item (shared with the use log and repair requests) --------------------------------
@@ -364,25 +373,15 @@ def room(ctx: Ctx, msg: Inbound) -> Step:
 
 
 def _ask_date(ctx: Ctx) -> Step:
-    return Step.goto("date", Reply(ctx.t("On which day did it happen? Tap “Today” or type the date, like 21/11."),
-                                   buttons=keyboard(choice(ctx.t("Today"), "today"),
-                                                    choice(ctx.t("Yesterday"), "yesterday"), per_row=2)))
+    return DAY.ask(ctx, "date", ctx.t("On which day did it happen? Tap “Today” or type the date, like 21/11."))
 
 
 def date_(ctx: Ctx, msg: Inbound) -> Step:
     """``Hôm nay``, ``hôm qua``, ``21/11``, ``21/11/2026``; never in the future; shows the deadline."""
+    d = DAY.answer(ctx, msg)
+    if isinstance(d, Reply):
+        return Step.stay(d)
     today = ctx.today()
-    value = choice_value(msg)
-    d = today if value == "today" else today - timedelta(days=1) if value == "yesterday" else \
-        parse_date(msg.text, today=today)
-    if d is None:
-        return Step.stay(Reply(ctx.t("I could not read that date. Type it like 21/11 or 21/11/2026, or tap Today.")))
-    if d > today:
-        return Step.stay(Reply(ctx.t("Refused: {date} is in the future. A change is recorded once it has happened; "
-                                     "type the day it happened (today at the latest).", date=ctx.tr.date(d))))
-    if d < today - timedelta(days=MAX_PAST_DAYS):
-        return Step.stay(Reply(ctx.t("{date} is more than a year ago. For old differences record a stock-take "
-                                     "correction dated today.", date=ctx.tr.date(d))))
     ctx.data["date"] = d.isoformat()
     due = eq.deadline_for(ctx.school, d)
     if today > due:
@@ -454,17 +453,11 @@ def _summary(ctx: Ctx) -> Step:
         lines.append(ctx.t("Save it? It will wait for the principal's monthly approval."))
     else:
         lines.append(ctx.t("Send it to the equipment officer to record?"))
-    return Step.goto("confirm", Reply("\n".join(lines), buttons=keyboard(
-        choice(ctx.t("💾 Save"), "save"), choice(ctx.t("Cancel"), "cancel"), per_row=2)))
+    return CONFIRM.ask(ctx, "\n".join(lines))
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _save(ctx: Ctx) -> Step:
     """Save (checked again: someone may have recorded a change of the same item meanwhile)."""
-    value = choice_value(msg)
-    if value == "cancel":
-        return Step.done(Reply(ctx.t("Cancelled. Nothing was saved.")))
-    if value != "save":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     person, school = ctx.person, ctx.school
     assert person is not None and school is not None and school.id is not None
     k = ctx.data["kind"]
@@ -512,29 +505,25 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
                                  "told when it is.", id=ch.id, names=names, due=ctx.tr.date(ch.due_on))))
 
 
+confirm = CONFIRM.step(_save)
+
+
 # -- the equipment officer: record or send back a report (eqk:<id>:ok|no) --------------------------
-def _parse(payload: str | None, prefix: str, actions: tuple[str, ...]) -> tuple[int, str] | None:
-    parts = (payload or "").split(":")
-    if len(parts) != 3 or parts[0] != prefix or parse_id(parts[1]) is None or parts[2] not in actions:
-        return None
-    return int(parts[1]), parts[2]
-
-
 def on_report(ctx: Ctx) -> Step:
     """``eqk:<id>:ok|no`` — only a recorder of the same school, only while the change is reported."""
-    parsed = _parse(ctx.inbound.payload, eq.REPORT_PREFIX, ("ok", "no"))
+    parsed = parse_payload(ctx.inbound.payload, eq.REPORT_PREFIX, ("ok", "no"))
     person = ctx.person
     assert person is not None
     if parsed is None:
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    ch = ctx.session.get(EquipmentChange, parsed[0])
+    ch = ctx.session.get(EquipmentChange, parsed.id)
     if ch is None or ch.school_id != person.school_id or not eq.is_recorder(person):
-        ctx.audit("equipment.refused", f"eqchange:{parsed[0]}", action=parsed[1])
+        ctx.audit("equipment.refused", f"eqchange:{parsed.id}", action=parsed.action)
         return Step.stay(Reply(ctx.t("Only the equipment officer or the board of directors can record reported "
                                      "changes.")))
     if ch.status != ChangeStatus.REPORTED:
         return Step.stay(eq.already_handled(ctx, ch))
-    if parsed[1] == "ok":
+    if parsed.action == "ok":
         return Step.stay(eq.record_reported(ctx, ch))
     return Step.start_flow("equipment_sendback", seed={"change_id": ch.id})
 
@@ -563,17 +552,17 @@ def _sendback_reason(ctx: Ctx, msg: Inbound) -> Step:
 # -- the monthly card (eqb:<batch>:all|items) and item-by-item review -----------------------------
 def on_batch(ctx: Ctx) -> Step:
     """``✅ Duyệt tất cả`` or ``🔎 Xem từng mục`` — decided on the server (role, school, delegation, state)."""
-    parsed = _parse(ctx.inbound.payload, eq.BATCH_PREFIX, ("all", "items"))
+    parsed = parse_payload(ctx.inbound.payload, eq.BATCH_PREFIX, ("all", "items"))
     person = ctx.person
     assert person is not None
     if parsed is None:
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    batch = ctx.session.get(EquipmentBatch, parsed[0])
+    batch = ctx.session.get(EquipmentBatch, parsed.id)
     if batch is None or batch.school_id != person.school_id:
-        ctx.audit("equipment.batch_refused", f"eqbatch:{parsed[0]}", action=parsed[1], reason="unknown")
+        ctx.audit("equipment.batch_refused", f"eqbatch:{parsed.id}", action=parsed.action, reason="unknown")
         return Step.stay(Reply(ctx.t("Only the principal (or the vice principal they delegated to) can approve "
                                      "equipment changes.")))
-    if parsed[1] == "all":
+    if parsed.action == "all":
         return Step.stay(*eq.approve_all(ctx, batch))
     allowed, _ = eq.may_decide_batch(ctx, batch)
     if not allowed:

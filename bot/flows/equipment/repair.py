@@ -49,7 +49,8 @@ from bot.flows.equipment.changes import photo_of, pick_item
 from bot.flows.equipment.models import EquipmentItem, RepairRequest, RepairStatus
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import clean, parse_id
+from bot.steps import Confirm, parse_payload
+from bot.text import clean
 from storage.models import Approval, Person
 from storage.people import people_with_role
 
@@ -62,6 +63,7 @@ ACTIONS: dict[str, str] = {
     "settings": N_("Change its settings"),
 }
 IT_ROLES = frozenset({Role.IT})
+CONFIRM = Confirm()
 
 
 def start(ctx: Ctx) -> Step:
@@ -117,17 +119,11 @@ def photo(ctx: Ctx, msg: Inbound) -> Step:
              ctx.t("Request: {action}", action=ctx.t(wanted)),
              ctx.t("Description: {text}", text=ctx.data["desc"]), "",
              ctx.t("Send it to the principal to confirm? Once confirmed, the IT team gets the task.")]
-    return Step.goto("confirm", Reply("\n".join(lines), buttons=keyboard(
-        choice(ctx.t("📨 Send"), "send"), choice(ctx.t("Cancel"), "cancel"), per_row=2)))
+    return CONFIRM.ask(ctx, "\n".join(lines))
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _send(ctx: Ctx) -> Step:
     """Create the request and ask the approval engine for the principal's confirmation."""
-    value = choice_value(msg)
-    if value == "cancel":
-        return Step.done(Reply(ctx.t("Cancelled. Nothing was sent.")))
-    if value != "send":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     person = ctx.person
     assert person is not None and person.id is not None
     found = ctx.session.get(EquipmentItem, int(ctx.data.get("item_id") or 0))
@@ -148,6 +144,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
     ctx.session.add(req)
     return Step.done(Reply(ctx.t("Request #{id} was sent to the principal. Once confirmed, the IT team gets it and "
                                  "you will be told.", id=req.id)))
+
+
+confirm = CONFIRM.step(_send)
 
 
 # -- after the principal's decision -----------------------------------------------------------------
@@ -215,18 +214,18 @@ def _refresh(ctx: Ctx, req: RepairRequest) -> None:
 
 def on_task(ctx: Ctx) -> Step:
     """``eqr:<id>:ack|done`` — only the IT team of the same school, only while the task is open."""
-    parts = (ctx.inbound.payload or "").split(":")
+    parsed = parse_payload(ctx.inbound.payload, PREFIX, ("ack", "done"))
     person = ctx.person
     assert person is not None
-    if len(parts) != 3 or parse_id(parts[1]) is None or parts[2] not in ("ack", "done"):
+    if parsed is None:
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    req = ctx.session.get(RepairRequest, int(parts[1]))
+    req = ctx.session.get(RepairRequest, parsed.id)
     if req is None or req.school_id != person.school_id or not person.has_role(*IT_ROLES):
-        ctx.audit("equipment.refused", f"eqrepair:{parts[1]}", action=parts[2])
+        ctx.audit("equipment.refused", f"eqrepair:{parsed.id}", action=parsed.action)
         return Step.stay(Reply(ctx.t("Only the IT team can take or close repair tasks.")))
     if req.status not in (RepairStatus.APPROVED, RepairStatus.IN_PROGRESS):
         return Step.stay(_closed(ctx, req))
-    if parts[2] == "done":
+    if parsed.action == "done":
         return Step.start_flow("equipment_repair_done", seed={"repair_id": req.id})
     res = ctx.session.execute(update(RepairRequest).where(col(RepairRequest.id) == req.id,
                                                           col(RepairRequest.status) == RepairStatus.APPROVED)

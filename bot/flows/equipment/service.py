@@ -14,7 +14,8 @@
   conditional update (exactly one wins) and is audited; rejected changes go back to their author
   with the reason.
 
-Per-school settings: ``School.settings["equipment"]`` (see :data:`DEFAULTS`)."""
+Per-school settings: ``School.settings["equipment"]``, declared in
+:class:`bot.flows.equipment.settings.EquipmentSettings`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from bot.flows.equipment.models import (
     EquipmentItem,
     ItemStatus,
 )
+from bot.flows.equipment.settings import EquipmentSettings
 from bot.i18n import N_, Translator
 from bot.roles import Role
 from bot.text import fold
@@ -43,13 +45,9 @@ from bot.workdays import add_working_days, school_days_off, working_days_between
 from storage.models import Person, School, SentMessage
 from storage.people import people_with_role
 
-AREA = "equipment"
-DEFAULTS: dict[str, Any] = {
-    "deadline_days": 10,     # Điều 7.2
-    "remind_days": 3,        # remind this many working days before the deadline
-    "year_start": "08-01",   # the school year (and HK1) starts on this day (MM-DD)
-    "hk2_start": "01-16",    # the second semester starts on this day (MM-DD)
-}
+AREA = EquipmentSettings.section
+#: deadline_days (Điều 7.2), remind_days, year_start and hk2_start (MM-DD): see EquipmentSettings
+DEFAULTS: dict[str, Any] = EquipmentSettings.defaults()
 #: Who records changes directly and confirms what others report.
 RECORDER_ROLES = frozenset({Role.EQUIPMENT, Role.VICE_PRINCIPAL, Role.PRINCIPAL})
 #: Who may see equipment reports.
@@ -91,11 +89,8 @@ CHANGE_STATUS_NAMES: dict[str, str] = {
 
 # -- settings and deadlines -----------------------------------------------------------------------
 def area_settings(school: School | None) -> dict[str, Any]:
-    raw = ((school.settings or {}) if school else {}).get(AREA) or {}
-    out = dict(DEFAULTS)
-    if isinstance(raw, dict):
-        out.update({k: v for k, v in raw.items() if k in DEFAULTS})
-    return out
+    """The school's equipment settings as a dict (defaults where nothing usable is stored)."""
+    return EquipmentSettings.of(school).model_dump()
 
 
 def days_off(school: School | None) -> frozenset[date]:
@@ -104,8 +99,7 @@ def days_off(school: School | None) -> frozenset[date]:
 
 def deadline_for(school: School | None, happened_on: date) -> date:
     """The last day to record a change that happened on ``happened_on`` (10 working days, Điều 7.2)."""
-    n = int(area_settings(school)["deadline_days"])
-    return add_working_days(happened_on, max(0, n), days_off(school))
+    return add_working_days(happened_on, EquipmentSettings.of(school).deadline_days, days_off(school))
 
 
 def working_days_left(school: School | None, today: date, due: date) -> int:

@@ -2,7 +2,8 @@
 
 * :func:`parse_period` reads ``HK1 2026-2027``, ``học kỳ 2 năm học 2026-2027``, ``2026-2027`` (the
   whole school year), ``cả năm``; the semester bounds come from ``School.settings["equipment"]``
-  (``year_start`` and ``hk2_start``, ``MM-DD``; by default 1 August and 16 January).
+  (``year_start`` and ``hk2_start``, ``MM-DD``; by default 1 August and 16 January; see
+  :class:`bot.flows.equipment.settings.EquipmentSettings`).
 * :func:`build_report` counts the catalogue by condition, category and room, lists the changes that
   happened in the period and how often each item was borrowed (the use log); :func:`write_report_xlsx`
   writes it to Excel and :func:`archive_report` files it under
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -35,6 +37,7 @@ from bot.flows.equipment.service import (
     change_what,
     kind_name,
 )
+from bot.flows.equipment.settings import EquipmentSettings
 from bot.i18n import N_, Translator
 from bot.text import fold
 from storage.models import Person, School
@@ -61,22 +64,21 @@ class Period:
         return tr.t("{part} {year}", part=tr.t(PARTS[self.part]), year=self.year_label)
 
 
-def _mmdd(value: Any, default: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d{1,2})-(\d{1,2})", str(value or default))
-    if not m:
-        m = re.fullmatch(r"(\d{1,2})-(\d{1,2})", default)
-    assert m is not None
-    return int(m.group(1)), int(m.group(2))
+def _bounds(settings: EquipmentSettings | Mapping[str, Any]) -> EquipmentSettings:
+    """The school's :class:`EquipmentSettings`, or the same read from a stored dict (bad values:
+    the defaults)."""
+    return settings if isinstance(settings, EquipmentSettings) else EquipmentSettings.from_raw(settings)[0]
 
 
-def school_year_of(today: date, settings: dict[str, Any]) -> int:
-    month, day = _mmdd(settings.get("year_start"), "08-01")
+def school_year_of(today: date, settings: EquipmentSettings | Mapping[str, Any]) -> int:
+    month, day = _bounds(settings).year_start_md
     return today.year if (today.month, today.day) >= (month, day) else today.year - 1
 
 
-def period_for(year: int, part: str, settings: dict[str, Any]) -> Period:
-    sm, sd = _mmdd(settings.get("year_start"), "08-01")
-    hm, hd = _mmdd(settings.get("hk2_start"), "01-16")
+def period_for(year: int, part: str, settings: EquipmentSettings | Mapping[str, Any]) -> Period:
+    conf = _bounds(settings)
+    sm, sd = conf.year_start_md
+    hm, hd = conf.hk2_start_md
     start = date(year, sm, sd)
     end = date(year + 1, sm, sd) - timedelta(days=1)
     hk2 = date(year + 1 if (hm, hd) < (sm, sd) else year, hm, hd)
@@ -91,7 +93,7 @@ _YEAR = re.compile(r"(20\d{2})\s*[-–/]\s*(20\d{2}|\d{2})\b")
 _SEMESTER = re.compile(r"\b(?:hk|hoc ky|hoc ki|ky|ki|semester|s)\s*(1|2|ii|i)\b")
 
 
-def parse_period(raw: str, *, today: date, settings: dict[str, Any]) -> Period | None:
+def parse_period(raw: str, *, today: date, settings: EquipmentSettings | Mapping[str, Any]) -> Period | None:
     """``HK1 2026-2027`` / ``hk 2 2026-27`` / ``2026-2027`` / ``cả năm`` → :class:`Period` (None if unclear)."""
     s = fold(raw).replace("hki", "hk i").replace("hkii", "hk ii")
     s = re.sub(r"\bhk(?=\d)", "hk ", s)

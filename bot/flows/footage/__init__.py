@@ -5,11 +5,13 @@ their retention time unless kept as evidence.
 * ``steps.py`` — the ``/camera`` conversation, the approval hook, the custody buttons, the rules;
 * ``jobs.py`` — cutting and delivering a clip after the approval (and after a crash);
 * ``models.py`` — ``Camera`` and ``FootageRequest``; ``cameras.py`` — the camera list import;
+* ``settings.py`` — the school's footage settings (direct extraction, watermark);
 * ``demo.py`` — demo cameras with synthetic recordings."""
 
 from bot.core import TickJob, Workflow
 from bot.flows.footage import demo, jobs, steps
 from bot.flows.footage.models import Camera, FootageRequest
+from bot.flows.footage.settings import FootageSettings
 from bot.i18n import N_
 
 WORKFLOW = Workflow(
@@ -21,6 +23,7 @@ WORKFLOW = Workflow(
     rules=steps.RULES,
     jobs=(TickJob("clip_retention", steps.retention_tick), TickJob("footage_recovery", jobs.recover)),
     tables=(Camera, FootageRequest),
+    settings=FootageSettings,
     demo_seed=demo.seed_cameras,
     demo_media=demo.make_recordings,
 )

@@ -10,6 +10,8 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from bot.flows.footage.models import Camera
+from bot.flows.footage.settings import FootageSettings
+from bot.settings import save
 from storage.models import School
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,9 @@ def seed_cameras(session: Session, school: School, *, data_dir: Path) -> None:
             cam = Camera(school_id=school.id or 0, code=code, name=name)
         cam.name, cam.unit, cam.source, cam.status = name, unit, source, "active"
         session.add(cam)
-    settings = dict(school.settings or {})
-    settings.setdefault("footage_direct_extract", False)
-    school.settings = settings
+    conf = FootageSettings.of(school)
+    if "direct_extract" not in conf.model_fields_set:
+        save(school, conf.updated(direct_extract=False))
     session.add(school)
 
 

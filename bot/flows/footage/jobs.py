@@ -32,6 +32,7 @@ from sqlmodel import col, select
 from bot.core import Button, Ctx, Host, Reply, keyboard
 from bot.flows.footage.models import Camera, FootageRequest, FootageStatus
 from bot.flows.footage.service import PREFIX, custody_notice, custody_people, video_reply
+from bot.flows.footage.settings import FootageSettings
 from bot.i18n import Translator
 from storage.models import Person, School
 
@@ -131,7 +132,7 @@ async def _extract_and_deliver(runtime: Host, req_id: int) -> None:
         school = ctx.session.get(School, req.school_id)
         claimed.update(source=cam.source if cam else "", code=cam.code if cam else "", start=req.start_at,
                        seconds=req.duration_s, name=requester.full_name if requester else "",
-                       watermark=bool(school and (school.settings or {}).get("footage_watermark", False)),
+                       watermark=school is not None and FootageSettings.of(school).watermark,
                        school_id=req.school_id)
         if requester is not None:
             claimed["locale"] = requester.locale or settings.default_locale

@@ -44,9 +44,11 @@ from bot.engine import approvals
 from bot.flows.footage.models import Camera, FootageRequest, FootageStatus
 from bot.flows.footage.service import PREFIX
 from bot.flows.footage.service import when_text as _when
+from bot.flows.footage.settings import FootageSettings
 from bot.i18n import N_, Translator
 from bot.roles import Role
-from bot.text import fold, parse_date, parse_id, parse_time
+from bot.steps import FUTURE, TOO_OLD, UNREADABLE, Confirm, DayQuestion, parse_payload
+from bot.text import fold, parse_id, parse_time
 from storage.models import Approval, School
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,13 @@ DIRECT_ROLES = frozenset({Role.PRINCIPAL, Role.VICE_PRINCIPAL, Role.GUARD_LEAD, 
 #: Roles that may keep a clip as evidence or retry a failed extraction.
 CUSTODY_ROLES = frozenset({Role.PRINCIPAL, Role.VICE_PRINCIPAL, Role.GUARD_LEAD, Role.IT})
 MAX_CAMERA_BUTTONS = 12
+#: the day asked for: not in the future, not older than the recordings kept (checked per call)
+DAY = DayQuestion(errors={
+    UNREADABLE: N_("I could not read that date. Type it like 21/11 or 21/11/2026."),
+    FUTURE: N_("That day is in the future. Which day do you need?"),
+    TOO_OLD: N_("Recordings are kept for {n} days only, so {date} is no longer available."),
+})
+CONFIRM = Confirm(edit=N_("🕘 Another time"), edit_value="retime")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -99,8 +108,7 @@ def may_archive(ctx: Ctx) -> bool:
 
 def _may_extract_directly(ctx: Ctx) -> bool:
     assert ctx.person is not None and ctx.school is not None
-    enabled = bool((ctx.school.settings or {}).get("footage_direct_extract", False))
-    return enabled and ctx.person.has_role(*DIRECT_ROLES)
+    return FootageSettings.of(ctx.school).direct_extract and ctx.person.has_role(*DIRECT_ROLES)
 
 
 # -- steps ----------------------------------------------------------------------------------------
@@ -160,9 +168,7 @@ def _prefilled(ctx: Ctx, cam: Camera) -> Step:
         return Step.goto("time", Reply(ctx.t("Camera: {name}, {date}. From what time? For example 8h30, 8:30 or "
                                              "14 giờ 05.", name=cam.name, date=ctx.tr.date(d))))
     ctx.data.pop("date", None)
-    return Step.goto("date", Reply(ctx.t("Camera: {name}. Which day?", name=cam.name),
-                                   buttons=keyboard(choice(ctx.t("Today"), "today"),
-                                                    choice(ctx.t("Yesterday"), "yesterday"), per_row=2)))
+    return DAY.ask(ctx, "date", ctx.t("Camera: {name}. Which day?", name=cam.name))
 
 
 def camera(ctx: Ctx, msg: Inbound) -> Step:
@@ -182,25 +188,14 @@ def camera(ctx: Ctx, msg: Inbound) -> Step:
         return Step.stay(Reply(ctx.t("I found no camera by that name. Tap one of the places or type another part "
                                      "of its name.")))
     ctx.data["camera_id"] = found[0].id
-    return Step.goto("date", Reply(ctx.t("Camera: {name}. Which day?", name=found[0].name),
-                                   buttons=keyboard(choice(ctx.t("Today"), "today"),
-                                                    choice(ctx.t("Yesterday"), "yesterday"), per_row=2)))
+    return DAY.ask(ctx, "date", ctx.t("Camera: {name}. Which day?", name=found[0].name))
 
 
 def date_(ctx: Ctx, msg: Inbound) -> Step:
     """``Hôm nay``, ``Hôm qua``, ``21/11`` or ``21/11/2026``; not in the future, not past retention."""
-    today = ctx.today()
-    value = choice_value(msg)
-    d = today if value == "today" else today - timedelta(days=1) if value == "yesterday" else \
-        parse_date(msg.text, today=today)
-    if d is None:
-        return Step.stay(Reply(ctx.t("I could not read that date. Type it like 21/11 or 21/11/2026.")))
-    if d > today:
-        return Step.stay(Reply(ctx.t("That day is in the future. Which day do you need?")))
-    oldest = today - timedelta(days=ctx.settings.recording_retention_days)
-    if d < oldest:
-        return Step.stay(Reply(ctx.t("Recordings are kept for {n} days only, so {date} is no longer available.",
-                                     n=ctx.settings.recording_retention_days, date=ctx.tr.date(d))))
+    d = DAY.answer(ctx, msg, past_days=ctx.settings.recording_retention_days)
+    if isinstance(d, Reply):
+        return Step.stay(d)
     ctx.data["date"] = d.isoformat()
     return Step.goto("time", Reply(ctx.t("From what time? For example 8h30, 8:30 or 14 giờ 05.")))
 
@@ -275,8 +270,7 @@ def _summary(ctx: Ctx) -> Step:
             ctx.t("There are no recordings of {camera} for {window}. The recorder may have been off, or the "
                   "footage is no longer kept. Choose another time, or cancel.",
                   camera=cam.name, window=_when(ctx.tr, start_l, int(ctx.data["duration"]))),
-            buttons=keyboard(choice(ctx.t("🕘 Another time"), "retime"), choice(ctx.t("Cancel"), "cancel"),
-                             per_row=2)))
+            buttons=CONFIRM.buttons(ctx, send=False)))
     lines = [ctx.t("<b>Footage request</b>"),
              ctx.t("Camera: {name}", name=cam.name),
              ctx.t("Time: {window}", window=_when(ctx.tr, start_l, int(ctx.data["duration"]))),
@@ -293,9 +287,7 @@ def _summary(ctx: Ctx) -> Step:
     else:
         lines.append(ctx.t("Send this request to the principal for approval?") if not _may_extract_directly(ctx)
                      else ctx.t("Your role may extract directly. Extract now?"))
-    return Step.goto("confirm", Reply("\n".join(lines), buttons=keyboard(
-        choice(ctx.t("📨 Send"), "send"), choice(ctx.t("🕘 Another time"), "retime"),
-        choice(ctx.t("Cancel"), "cancel"), per_row=3)))
+    return CONFIRM.ask(ctx, "\n".join(lines))
 
 
 def _purpose_text(tr: Translator, data: dict[str, Any]) -> str:
@@ -306,15 +298,13 @@ def _purpose_text(tr: Translator, data: dict[str, Any]) -> str:
     return f"{label}: {data['purpose_text']}" if key == "other" and data.get("purpose_text") else label
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _retime(ctx: Ctx) -> Step:
+    """Ask for another start time (the day stays)."""
+    return Step.goto("time", Reply(ctx.t("From what time? For example 8h30, 8:30 or 14 giờ 05.")))
+
+
+def _send(ctx: Ctx) -> Step:
     """Send for approval (or extract directly when the school allows the requester's role)."""
-    value = choice_value(msg)
-    if value == "cancel":
-        return Step.done(Reply(ctx.t("Cancelled. Nothing was sent.")))
-    if value == "retime":
-        return Step.goto("time", Reply(ctx.t("From what time? For example 8h30, 8:30 or 14 giờ 05.")))
-    if value != "send":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     person, school = ctx.person, ctx.school
     assert person is not None and school is not None and person.id is not None and school.id is not None
     cam = ctx.session.get(Camera, ctx.data.get("camera_id"))
@@ -351,6 +341,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
                                  "as it is approved.", id=req.id)))
 
 
+confirm = CONFIRM.step(_send, on_edit=_retime)
+
+
 # -- after the decision ---------------------------------------------------------------------------
 def on_decided(ctx: Ctx, approval: Approval, outcome: str) -> None:
     """Approval hook: on approval cut and deliver the clip; on rejection just record it."""
@@ -382,22 +375,21 @@ def schedule_extraction(ctx: Ctx, req: FootageRequest) -> None:
 # -- custody actions: retry, keep as evidence -----------------------------------------------------
 def on_action(ctx: Ctx) -> Step:
     """``fx:<id>:retry`` / ``fx:<id>:keep`` — checked on the server against role and school."""
-    parts = (ctx.inbound.payload or "").split(":")
     person = ctx.person
     assert person is not None
-    if parts[1:] == ["review"]:
+    if ctx.inbound.payload == f"{PREFIX}:review":
         if not person.has_role(*REVIEW_ROLES):
             ctx.audit("footage.refused", "footage:review", action="review")
             return Step.stay(Reply(ctx.t("Only the guard lead, IT and the board cut archive clips of the review.")))
         return Step.start_flow("footage", seed={"archive": True})
-    request_id = parse_id(parts[1]) if len(parts) == 3 else None
-    if request_id is None or parts[2] not in ("retry", "keep"):
+    parsed = parse_payload(ctx.inbound.payload, PREFIX, ("retry", "keep"))
+    if parsed is None:
         return Step.stay(Reply(ctx.t("That button is no longer valid.")))
-    req = ctx.session.get(FootageRequest, request_id)
+    req = ctx.session.get(FootageRequest, parsed.id)
     if req is None or req.school_id != person.school_id or not person.has_role(*CUSTODY_ROLES):
-        ctx.audit("footage.refused", f"footage:{parts[1]}", action=parts[2])
+        ctx.audit("footage.refused", f"footage:{parsed.id}", action=parsed.action)
         return Step.stay(Reply(ctx.t("You cannot do this for that footage request.")))
-    if parts[2] == "retry":
+    if parsed.action == "retry":
         if req.status != FootageStatus.FAILED:
             return Step.stay(Reply(ctx.t("Request #{id} is not waiting for a retry.", id=req.id)))
         req.status = FootageStatus.APPROVED

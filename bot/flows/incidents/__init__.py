@@ -8,6 +8,7 @@ from sqlmodel import Session
 from bot.core import Workflow
 from bot.flows.incidents import outage, report
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, Outage
+from bot.flows.incidents.settings import IncidentSettings
 from bot.i18n import N_
 from storage.models import School
 
@@ -25,6 +26,7 @@ WORKFLOW = Workflow(
     handlers=report.HANDLERS,
     rules=report.RULES,
     tables=(Incident, IncidentAttachment, IncidentCounter, Outage),
+    settings=IncidentSettings,
     on_idle=report.quick_report,
     demo_seed=_demo_seed,
 )

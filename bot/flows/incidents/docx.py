@@ -31,7 +31,7 @@ from sqlmodel import Session
 from bot.flows.footage.models import Camera
 from bot.flows.incidents.common import KINDS, attachments, group_of
 from bot.flows.incidents.models import Incident, IncidentStatus
-from bot.flows.incidents.settings import conf
+from bot.flows.incidents.settings import IncidentSettings
 from bot.i18n import Translator
 from bot.roles import ROLE_TITLES, Role
 from bot.text import fold
@@ -110,12 +110,12 @@ def build_report(session: Session, inc: Incident, school: School, *, path: Path,
                  tz: ZoneInfo) -> Path:
     """Write the report of ``inc`` to ``path`` and return it."""
     tr = Translator("vi", tz)
-    c = conf(school)
+    c = IncidentSettings.of(school)
     reporter = session.get(Person, inc.reporter_id)
     owner = session.get(Person, inc.owner_id) if inc.owner_id else None
     camera = session.get(Camera, inc.camera_id) if inc.camera_id else None
     principal = next((p for p in _people(session, school, Role.PRINCIPAL)), None)
-    authority = c["authority_it"] if group_of(inc.kind) == "it" else c["authority"]
+    authority = c.authority_it if group_of(inc.kind) == "it" else c.authority
 
     doc = Document()
     section = doc.sections[0]
@@ -135,8 +135,8 @@ def build_report(session: Session, inc: Incident, school: School, *, path: Path,
     head.autofit = False
     left, right = head.rows[0].cells
     left.width, right.width = Cm(6.5), Cm(9.5)
-    if c["parent_agency"].strip():
-        _cell_first(left, c["parent_agency"].strip().upper(), size=Pt(12))
+    if c.parent_agency.strip():
+        _cell_first(left, c.parent_agency.strip().upper(), size=Pt(12))
         p = left.add_paragraph()
         p.alignment = WD_ALIGN_PARAGRAPH.CENTER
         _font(p.add_run(school.name.upper()), size=Pt(12), bold=True)
@@ -144,14 +144,14 @@ def build_report(session: Session, inc: Incident, school: School, *, path: Path,
         _cell_first(left, school.name.upper(), size=Pt(12), bold=True)
     p = left.add_paragraph()
     p.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    _font(p.add_run(f"Số: {inc.seq:02d}/BC-{doc_code(school, c['doc_code'])}"), size=SIZE)
+    _font(p.add_run(f"Số: {inc.seq:02d}/BC-{doc_code(school, c.doc_code)}"), size=SIZE)
     _cell_first(right, QUOC_HIEU, size=Pt(12), bold=True)
     p = right.add_paragraph()
     p.alignment = WD_ALIGN_PARAGRAPH.CENTER
     _font(p.add_run(TIEU_NGU), size=SIZE, bold=True)
     p = right.add_paragraph()
     p.alignment = WD_ALIGN_PARAGRAPH.CENTER
-    place = c["report_place"].strip() or "……………"
+    place = c.report_place.strip() or "……………"
     _font(p.add_run(f"{place}, {vn_date(today)}"), size=SIZE, italic=True)
 
     # -- kind of document, summary, addressee ---------------------------------------------------------

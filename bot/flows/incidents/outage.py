@@ -29,8 +29,10 @@ from bot.engine.reminders import queue_notice
 from bot.flows.incidents import service as incidents
 from bot.flows.incidents.models import Outage
 from bot.flows.incidents.report import parse_when
+from bot.flows.incidents.settings import IncidentSettings
 from bot.i18n import N_, Translator
 from bot.roles import Role
+from bot.steps import Confirm
 from bot.text import clean, parse_id
 from storage.models import Person, PersonStatus
 
@@ -38,6 +40,7 @@ MAX_SYSTEM = 200
 MAX_REASON = 500
 MAX_DAYS = 14
 MAX_AHEAD_DAYS = 90
+CONFIRM = Confirm(send=N_("📢 Send to everyone"))
 
 
 def _people(ctx: Ctx) -> list[Person]:
@@ -64,7 +67,7 @@ def notice_text(tr: Translator, outage: Outage, announcer: Person) -> str:
 
 def start(ctx: Ctx) -> Step:
     """Offer the school's systems (a school setting) or a typed name."""
-    systems = incidents.conf(ctx.school)["outage_systems"][:12]
+    systems = IncidentSettings.of(ctx.school).outage_systems[:12]
     return Step.goto("system", Reply(ctx.t("📢 <b>Announce a planned interruption</b>\nWhich system? Tap it or type "
                                            "its name."),
                                      buttons=keyboard(*[choice(s, f"s{i}") for i, s in enumerate(systems)],
@@ -73,7 +76,7 @@ def start(ctx: Ctx) -> Step:
 
 def system(ctx: Ctx, msg: Inbound) -> Step:
     """A system button or a typed name."""
-    systems = incidents.conf(ctx.school)["outage_systems"][:12]
+    systems = IncidentSettings.of(ctx.school).outage_systems[:12]
     value = choice_value(msg) or ""
     if value.startswith("s") and parse_id(value[1:]) is not None and int(value[1:]) < len(systems):
         name = systems[int(value[1:])]
@@ -131,17 +134,11 @@ def _summary(ctx: Ctx) -> Step:
              ctx.t("Reason: {reason}", reason=ctx.data["reason"]), "",
              ctx.tn("Send this notice to {n} person of the school?", "Send this notice to the {n} people of the school?",
                     n)]
-    return Step.goto("confirm", Reply("\n".join(lines), buttons=keyboard(
-        choice(ctx.t("📢 Send to everyone"), "send"), choice(ctx.t("Cancel"), "cancel"), per_row=2)))
+    return CONFIRM.ask(ctx, "\n".join(lines))
 
 
-def confirm(ctx: Ctx, msg: Inbound) -> Step:
+def _send(ctx: Ctx) -> Step:
     """Record the outage and queue one notice per person (idempotent per person and outage)."""
-    value = choice_value(msg)
-    if value == "cancel":
-        return Step.done(Reply(ctx.t("Cancelled. Nothing was sent.")))
-    if value != "send":
-        return Step.stay(Reply(ctx.t("Please choose one of the buttons.")))
     person, school = ctx.person, ctx.school
     assert person is not None and school is not None and school.id is not None
     outage = Outage(school_id=school.id, system=ctx.data["system"], starts_at=datetime.fromisoformat(ctx.data["start"]),
@@ -171,6 +168,9 @@ def confirm(ctx: Ctx, msg: Inbound) -> Step:
                               "{n} of them have not linked the assistant yet and will get it on their next message.",
                               waiting)
     return Step.done(Reply(text))
+
+
+confirm = CONFIRM.step(_send)
 
 
 FLOW = Flow(

@@ -55,6 +55,7 @@ from bot.flows.footage.models import Camera
 from bot.flows.incidents import service as incidents
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentStatus
 from bot.flows.incidents.service import IT_KINDS, KINDS
+from bot.flows.incidents.settings import IncidentSettings
 from bot.i18n import N_
 from bot.roles import Role
 from bot.text import clean, fold, nfc, parse_date, parse_id, parse_time
@@ -102,7 +103,7 @@ def absorb(ctx: Ctx, data: dict[str, Any], msg: Inbound) -> list[Reply]:
     # value would not be seen as a change, and the files would be lost at the next step.
     files: list[dict[str, Any]] = list(data.get("files") or [])
     data["files"] = files
-    limit = int(incidents.conf(ctx.school)["max_attachments"])
+    limit = IncidentSettings.of(ctx.school).max_attachments
     for f in msg.files:
         if f.error == "too_big":
             out.append(too_big_reply(ctx, f))
@@ -127,7 +128,7 @@ def _infer(ctx: Ctx, data: dict[str, Any], text: str) -> None:
     folded = fold(text)
     if "khẩn" in nfc(text).lower() or "khan cap" in folded:
         data["urgent"] = True
-    areas = sorted(incidents.conf(ctx.school)["areas"], key=len, reverse=True)
+    areas = sorted(IncidentSettings.of(ctx.school).areas, key=len, reverse=True)
     for area in areas:
         if fold(area) and fold(area) in folded:
             data["place"] = area
@@ -184,7 +185,7 @@ def _ask_next(ctx: Ctx, *pre: Reply) -> Step:
             ctx.t("When did you notice it? Tap “Just now”, or type the time (8h30, or 21/11 8h30)."),
             buttons=keyboard(choice(ctx.t("Just now"), "now"))))
     if kind not in IT_KINDS and not d.get("place") and "lat" not in d:
-        areas = incidents.conf(ctx.school)["areas"][:MAX_AREA_BUTTONS]
+        areas = IncidentSettings.of(ctx.school).areas[:MAX_AREA_BUTTONS]
         return Step.goto("place", *pre, Reply(
             ctx.t("Where? Tap a place, type it, or share your location (📎 → Location)."),
             buttons=keyboard(*[choice(a, f"a{i}") for i, a in enumerate(areas)], per_row=2)))
@@ -200,7 +201,7 @@ def _quiet(ctx: Ctx) -> bool:
 
 def _held(ctx: Ctx) -> bool:
     """A normal report made during quiet hours waits for the morning (urgent ones never wait)."""
-    return (not ctx.data.get("urgent") and bool(incidents.conf(ctx.school)["hold_normal_at_night"])
+    return (not ctx.data.get("urgent") and IncidentSettings.of(ctx.school).hold_normal_at_night
             and _quiet(ctx))
 
 
@@ -395,7 +396,7 @@ def place(ctx: Ctx, msg: Inbound) -> Step:
     """An area button, a typed place, or a shared location."""
     pre = absorb(ctx, ctx.data, msg)
     value = choice_value(msg) or ""
-    areas = incidents.conf(ctx.school)["areas"][:MAX_AREA_BUTTONS]
+    areas = IncidentSettings.of(ctx.school).areas[:MAX_AREA_BUTTONS]
     if value.startswith("a") and parse_id(value[1:]) is not None and int(value[1:]) < len(areas):
         ctx.data["place"] = areas[int(value[1:])]
     elif msg.text:
@@ -624,8 +625,7 @@ def quick_report(ctx: Ctx) -> Step | None:
     msg, person = ctx.inbound, ctx.person
     if person is None or not msg.files or ctx.school is None:
         return None
-    c = incidents.conf(ctx.school)
-    if not person.has_role(*c["quick_roles"]):
+    if not person.has_role(*IncidentSettings.of(ctx.school).quick_roles):
         return None
     if not any(f.kind in MEDIA_KINDS for f in msg.files):
         return None

@@ -12,7 +12,8 @@ live in ``bot/flows/incidents*.py``; the report to the Sở / Phòng GD&ĐT in
   vice principals), ``camera_unit`` (heads of the unit keeping the camera, 000 Điều 6),
   ``dept_head`` (head of the reporter's unit) or ``person:<id>``; urgent incidents add
   ``urgent_to`` (BGH by default, 000 Điều 7.1). A school overrides any of it in
-  ``School.settings["incidents"]``.
+  ``School.settings["incidents"]`` (:class:`bot.flows.incidents.settings.IncidentSettings`;
+  ``python main.py settings set incidents.routes ...``).
 * **Cards**: every recipient gets a card with ``🆗 Tiếp nhận``, ``✔ Đã xử lý`` and
   ``⬆️ Chuyển cấp trên``; payloads are ``ic:<id>:<action>`` and decide nothing: the server looks the
   incident up and checks the person. The first acknowledgement wins by a conditional ``UPDATE …
@@ -42,9 +43,10 @@ from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply
 from bot.flows.footage.models import Camera
 from bot.flows.incidents.common import ICONS, IT_KINDS, KINDS, attachments, group_of
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, IncidentStatus
-from bot.flows.incidents.settings import DEFAULTS, conf
+from bot.flows.incidents.settings import DEFAULT_ROUTES, DEFAULTS, IncidentSettings, conf
 from bot.i18n import N_, Translator
 from bot.roles import BGH, ROLE_TITLES, Role
+from bot.steps import parse_payload as parse_payload_of
 from bot.text import fold, parse_id
 from storage.models import Person, School, SentMessage
 from storage.people import people_with_role, people_with_roles
@@ -132,11 +134,11 @@ def route(session: Session, school: School, *, kind: str, urgent: bool, reporter
           camera: Camera | None) -> list[Person]:
     """Who gets the cards: the group's route (+ ``urgent_to``), never the reporter (unless nobody
     else), and the principal when the route finds nobody, so no report is lost."""
-    c = conf(school)
+    c = IncidentSettings.of(school)
     assert school.id is not None
-    tokens = list(c["routes"].get(group_of(kind)) or DEFAULTS["routes"].get(group_of(kind), []))
+    tokens = list(c.routes.get(group_of(kind)) or DEFAULT_ROUTES.get(group_of(kind), []))
     if urgent:
-        tokens += c["urgent_to"]
+        tokens += c.urgent_to
     people = resolve_tokens(session, school.id, tokens, reporter=reporter, camera=camera)
     others = [p for p in people if reporter is None or p.id != reporter.id]
     if others:
@@ -266,14 +268,8 @@ def payload(inc_id: int, action: str) -> str:
 
 def parse_payload(data: str | None) -> tuple[int, str] | None:
     """``ic:12:ack`` → (12, "ack"); anything else → None."""
-    if not data:
-        return None
-    parts = data.split(":")
-    if len(parts) != 3 or parts[0] != PREFIX or parts[2] not in ACTIONS:
-        return None
-    if parse_id(parts[1]) is None:
-        return None
-    return int(parts[1]), parts[2]
+    parsed = parse_payload_of(data, PREFIX, ACTIONS)
+    return (parsed.id, parsed.action) if parsed else None
 
 
 def footage_possible(inc: Incident) -> bool:
@@ -644,8 +640,8 @@ def escalation_tick(run: RuleRun, *, urgent: bool) -> None:
     too long, one level at a time."""
     ctx = run.ctx
     school = run.school
-    c = conf(school)
-    step = timedelta(minutes=c["urgent_escalate_minutes"]) if urgent else timedelta(hours=c["normal_escalate_hours"])
+    c = IncidentSettings.of(school)
+    step = timedelta(minutes=c.urgent_escalate_minutes) if urgent else timedelta(hours=c.normal_escalate_hours)
     if not urgent and run.quiet_now():
         run.deferred = True
         return
@@ -809,7 +805,7 @@ def demo_seed(session: Session, school: School) -> None:
 
 
 __all__ = [
-    "CARD", "DEFAULTS", "IT_KINDS", "KINDS", "PREFIX", "acknowledge", "allocate_number", "card", "card_text",
+    "CARD", "DEFAULTS", "IT_KINDS", "IncidentSettings", "KINDS", "PREFIX", "acknowledge", "allocate_number", "card", "card_text",
     "conf", "deliver", "demo_seed", "escalation_tick", "format_number", "group_of", "may_act", "may_resolve", "may_view",
     "make_urgent", "my_reports", "open_incidents", "order_lock", "parse_payload", "pass_up", "refresh_cards", "resolve", "route",
 ]
