@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -31,6 +32,19 @@ class Channel(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+#: a channel's periodic work: (name, coroutine function), called at every scheduler tick
+ChannelJob = tuple[str, Callable[[], Awaitable[object]]]
+
+
+@runtime_checkable
+class ScheduledChannel(Protocol):
+    """A channel with periodic work of its own (Zalo OA: keeping its token pair alive). The scheduler
+    runs it at every tick, in the one process that schedules (``Scheduler.tick``), so the engine
+    needs no import of the channel."""
+
+    def scheduled_jobs(self) -> Sequence[ChannelJob]: ...
 
 
 def settle_heap() -> None:
@@ -62,6 +76,8 @@ class Runtime:
         #: the Zalo channels' signed links to clips and files (bot.channels.zalo_common.MediaLinks)
         self.media_links: Any = None
         self.channels: list[Channel] = []
+        #: the channels' periodic work (:class:`ScheduledChannel`), run by the scheduler at every tick
+        self.channel_jobs: list[ChannelJob] = []
         self.web_app = web.Application(client_max_size=2 * 1024 * 1024)
         self._runner: web.AppRunner | None = None
         self.web_port: int | None = None
@@ -73,6 +89,8 @@ class Runtime:
         channel.setup_routes(self.web_app)
         if hasattr(channel, "send"):
             self.sender.register(channel)  # type: ignore[arg-type]
+        if isinstance(channel, ScheduledChannel):
+            self.channel_jobs.extend(channel.scheduled_jobs())
 
     def build_channels(self) -> None:
         """Create the channels the settings ask for (Telegram if a token is set; web chat)."""
@@ -144,10 +162,6 @@ class Runtime:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        try:
-            await self.sender.close()  # forget the outbox rows already sent
-        except Exception:
-            log.exception("clearing the outbox failed (its messages may be sent again at the next start)")
         await self.db.aclose()
         self._stopped.set()
 

@@ -17,6 +17,43 @@ def nfc(s: str) -> str:
     return unicodedata.normalize("NFC", s)
 
 
+# -- what comes in from outside ---------------------------------------------------------------
+# Removed: C0 controls but tab and newline, DEL, C1 controls; the bidi embeddings, overrides and
+# isolates (U+202A–U+202E, U+2066–U+2069) and marks (U+200E, U+200F, U+061C), which can make
+# "abc\u202Egnp.exe" read "abcexe.png" on a card; the BOM / zero-width no-break space (U+FEFF);
+# lone surrogates (a JSON body can carry "\ud800", which no database can store).
+# Turned into "\n": CR LF, a lone CR, NEL (U+0085), LINE and PARAGRAPH SEPARATOR (U+2028, U+2029).
+# Kept: tab, newline, every printable character, the zero-width joiner / non-joiner (emoji and
+# some scripts need them).
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+_BREAK = re.compile(r"\r\n?|[\x85\u2028\u2029]")
+_DROP = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+                   r"\ud800-\udfff]")
+
+
+def sanitize(s: str) -> str:
+    """Text from outside (a message, a caption, a button's data, a name, a spreadsheet cell) made
+    safe to store and to show: control and bidi-override characters removed, line breaks made
+    ``\\n``, NFC. Nothing is trimmed; an all-control string becomes ``""``.
+
+    Runs on every update, so the usual case (nothing to remove, already NFC) is one regex scan and
+    one NFC quick check."""
+    if _UNSAFE.search(s) is not None:
+        s = _DROP.sub("", _BREAK.sub("\n", s))
+    if s.isascii() or unicodedata.is_normalized("NFC", s):
+        return s
+    return unicodedata.normalize("NFC", s)
+
+
+def sanitize_line(s: str) -> str:
+    """:func:`sanitize` for what is one line by nature (a name, a file name, an id, a button's data):
+    line breaks and tabs become spaces, so a name cannot add lines of its own to a card."""
+    s = sanitize(s)
+    if "\n" in s or "\t" in s:
+        s = s.replace("\n", " ").replace("\t", " ")
+    return s
+
+
 def clean(s: str) -> str:
     """NFC-normalise, trim and collapse inner whitespace."""
     return _WS.sub(" ", nfc(s)).strip()

@@ -16,21 +16,31 @@
   the result uses 85–98 % of it; ``maxrate``/``bufsize``; retried with a corrected bitrate when it
   lands outside; the final size is checked) or when a watermark must be burned in (``drawtext`` reads
   the text from a file with ``expansion=none``: no user text is ever put on the command line).
+  To fit, the sound gives way before the picture: 64 kbit/s, then 32 kbit/s mono (warning
+  ``audio_lowered``), then none (``audio_dropped``) — each step taken only while the picture would
+  otherwise get less than the sound (or less than ``min_video_bps``, the lowest acceptable quality).
+* **Whether a window can fit at all** is known before anything is cut: :func:`estimate_size` takes
+  the recordings' bitrate (file size ÷ duration) × the window and compares it, and the lowest
+  acceptable re-encode (``min_video_bps``, no sound), with the cap; it names the longest window
+  that fits.
 * The clip is written in a private temporary folder next to the destination and renamed into place
   only once its duration is confirmed: the video track as a player shows it (edit list honoured),
   from the window to the window plus the early start and the B-frame delay (see ``_duration_bounds``).  Nothing partial is ever returned
   as complete: a partial coverage is refused unless ``allow_partial`` and then flagged in
   ``warnings``.
 
-Errors are :class:`ClipError` with a stable ``key`` (``segment_missing``, ``segment_corrupt``,
-``partial_coverage``, ``no_recordings``, ``future``, ``too_old``, ``source_unreachable``,
-``duration_mismatch``, ``too_big``, ``timeout``, ``ffmpeg_failed``); callers translate keys into
-messages, this module holds no user-facing text.
+Errors are :class:`ClipError` with a stable ``key`` (:data:`ERROR_KEYS`: ``segment_missing``,
+``segment_corrupt``, ``partial_coverage``, ``no_recordings``, ``future``, ``too_old``,
+``source_unreachable``, ``duration_mismatch``, ``too_big``, ``timeout``, ``disk_full`` — no space
+left for the clip —, ``ffmpeg_killed`` — ffmpeg ended by a signal, e.g. out of memory —,
+``ffmpeg_failed`` — any other ffmpeg error); callers translate keys into messages, this module
+holds no user-facing text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import inspect
 import json
@@ -38,6 +48,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -65,6 +76,12 @@ _FONT_CANDIDATES = (
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
     "/usr/local/share/fonts/DejaVuSans.ttf",
 )
+
+
+#: every ``ClipError.key`` this module raises (see the module docstring)
+ERROR_KEYS = ("segment_missing", "segment_corrupt", "partial_coverage", "no_recordings", "future", "too_old",
+              "source_unreachable", "duration_mismatch", "too_big", "timeout", "disk_full", "ffmpeg_killed",
+              "ffmpeg_failed")
 
 
 class ClipError(Exception):
@@ -100,6 +117,10 @@ class ClipOptions:
     gop_s: float | None = None          # key-frame interval; estimated from the recording when None
     preset: str = "veryfast"
     audio_bitrate: int = 64_000
+    #: when the sound takes too much of the cap: these (bit/s, channels) steps in turn; 0 = no sound
+    audio_fallbacks: tuple[tuple[int, int], ...] = ((32_000, 1), (0, 0))
+    #: the lowest acceptable picture (bit/s): below it the clip is refused as ``too_big``
+    min_video_bps: int = 24_000
     target_fill: float = 0.92           # aim for this share of the cap ...
     min_fill: float = 0.85              # ... and accept anything between these two
     max_fill: float = 0.98
@@ -210,13 +231,17 @@ async def _has_audio(path: Path) -> bool:
 async def run_ffmpeg(args: list[str], *, duration_s: float, limit_s: float, phase: str = "cut",
                      progress: ProgressCallback | None = None, secret: str | None = None) -> str:
     """Run ffmpeg (``args`` from ffmpeg-python's ``compile()``) without blocking the event loop,
-    reporting ``-progress`` to ``progress``.  Raises ClipError("ffmpeg_failed"/"timeout"); ``secret``
+    reporting ``-progress`` to ``progress``.  Raises ClipError("timeout", "ffmpeg_killed",
+    "disk_full" or "ffmpeg_failed", see :func:`_failure_key`); ``secret``
     (an URL with credentials) is redacted from the error detail.  Returns the end of what ffmpeg
     reported on stderr (errors it did not fail on)."""
     full = [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
             "-progress", "pipe:1", *args[1:]]
-    proc = await asyncio.create_subprocess_exec(*full, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(*full, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+    except (FileNotFoundError, PermissionError) as exc:  # not installed, or not executable
+        raise ClipError("ffmpeg_failed", f"cannot start {args[0]}: {exc.strerror}") from exc
     assert proc.stdout is not None and proc.stderr is not None
     err_tail = bytearray()
 
@@ -255,12 +280,34 @@ async def run_ffmpeg(args: list[str], *, duration_s: float, limit_s: float, phas
             proc.kill()
             await proc.wait()
         raise
-    if proc.returncode != 0:
+    code = proc.returncode or 0
+    if code != 0:
         detail = err_tail.decode("utf-8", "replace").strip()
         if secret:
             detail = detail.replace(secret, redact_url(secret))
-        raise ClipError("ffmpeg_failed", detail[-1500:])
-    return err_tail.decode("utf-8", "replace")
+        if code < 0:
+            try:
+                detail = f"ended by {signal.Signals(-code).name}. {detail}"
+            except ValueError:
+                detail = f"ended by signal {-code}. {detail}"
+        raise ClipError(_failure_key(code, detail), detail[-1500:])
+    said = err_tail.decode("utf-8", "replace")
+    if _failure_key(0, said) == "disk_full":  # ffmpeg may exit 0 when only its last writes failed
+        raise ClipError("disk_full", said.strip()[-1500:])
+    return said
+
+
+def _failure_key(returncode: int, detail: str) -> str:
+    """What an ffmpeg that exited with ``returncode`` and said ``detail`` ran into: ``ffmpeg_killed``
+    (ended by a signal: the OOM killer, an operator), ``disk_full`` (no space for the output) or
+    ``ffmpeg_failed`` (anything else; the callers refine it: a missing or damaged segment, an NVR
+    that cannot be reached)."""
+    d = detail.lower()
+    if returncode < 0 or "received signal" in d:
+        return "ffmpeg_killed"
+    if "no space left on device" in d or "disk quota exceeded" in d:
+        return "disk_full"
+    return "ffmpeg_failed"
 
 
 def _concat_line(path: str) -> str:
@@ -471,7 +518,10 @@ def _pick_height(video_bps: float, probe: _Probe) -> int | None:
 
 
 async def _encode(src: Path, dst: Path, probe: _Probe, *, video_bps: int | None, drawtext: dict[str, object] | None,
-                  height: int | None, options: ClipOptions, progress: ProgressCallback | None) -> None:
+                  height: int | None, options: ClipOptions, progress: ProgressCallback | None,
+                  audio: tuple[int, int] | None = None) -> None:
+    """Re-encode ``src`` (H.264, AAC); ``audio`` = (bit/s, channels — 0 keeps them), 0 bit/s drops
+    the sound; default: ``options.audio_bitrate``."""
     inp = ffmpeg.input(str(src))
     video = inp.video
     if height:
@@ -486,9 +536,12 @@ async def _encode(src: Path, dst: Path, probe: _Probe, *, video_bps: int | None,
                        "bufsize": str(int(video_bps * 2))})
     else:
         kwargs["crf"] = 23
-    if probe.has_audio:
+    audio_bps, channels = audio if audio is not None else (options.audio_bitrate, 0)
+    if probe.has_audio and audio_bps > 0:
         streams.append(inp.audio)
-        kwargs.update({"acodec": "aac", "audio_bitrate": str(options.audio_bitrate)})
+        kwargs.update({"acodec": "aac", "audio_bitrate": str(audio_bps)})
+        if channels:
+            kwargs["ac"] = channels
     args = ffmpeg.compile(ffmpeg.output(*streams, str(dst), **kwargs), cmd=FFMPEG, overwrite_output=True)
     await run_ffmpeg(args, duration_s=probe.duration, limit_s=options.timeout_s, phase="encode",
                      progress=progress)
@@ -500,12 +553,17 @@ async def cut_clip(coverage: Coverage, out_path: str | Path, options: ClipOption
     options = options or ClipOptions()
     out_path = Path(out_path)
     warnings = _check(coverage, options)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".clip-", dir=out_path.parent))
     try:
-        return await _cut(coverage, out_path, work, options, progress, warnings)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".clip-", dir=out_path.parent))
+        try:
+            return await _cut(coverage, out_path, work, options, progress, warnings)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ClipError("disk_full", str(exc)) from exc
+        raise
 
 
 async def _cut(coverage: Coverage, out_path: Path, work: Path, options: ClipOptions,
@@ -641,26 +699,45 @@ async def _copy_folder(args: list[str], used: list[str], expected: float, option
 async def _fit(src: Path, work: Path, probe: _Probe, drawtext: dict[str, object] | None, options: ClipOptions,
                progress: ProgressCallback | None, warnings: list[str]) -> Path:
     """Re-encode ``src`` so it lands between min_fill and max_fill of the cap (best effort above
-    min_fill; never above the cap)."""
+    min_fill; never above the cap).  The sound gives way first: the first of its steps (64 kbit/s,
+    32 kbit/s mono, none) that leaves the picture at least as many bits as the sound and at least
+    ``min_video_bps``; when even that does not get under the cap, the next step."""
+    duration = max(probe.duration, 0.5)
+    total_bps = options.size_cap * options.target_fill * 8 / duration * _CONTAINER_SHARE
+    steps = [(options.audio_bitrate, 0), *options.audio_fallbacks] if probe.has_audio else [(0, 0)]
+    usable = [a for a in steps if total_bps - a[0] >= max(options.min_video_bps, a[0])]
+    if not usable:
+        raise ClipError("too_big", f"{duration:.0f}s leave {total_bps:.0f} bit/s, less than the lowest quality")
+    for audio in usable:
+        found = await _fit_video(src, work, probe, drawtext, options, progress, warnings, audio=audio,
+                                 video_bps=int(total_bps - audio[0]))
+        if found is not None:
+            if probe.has_audio and audio != steps[0]:
+                warnings.append("audio_dropped" if audio[0] == 0 else "audio_lowered")
+            return found
+    raise ClipError("too_big", "could not get the clip under the size cap")
+
+
+async def _fit_video(src: Path, work: Path, probe: _Probe, drawtext: dict[str, object] | None, options: ClipOptions,
+                     progress: ProgressCallback | None, warnings: list[str], *, audio: tuple[int, int],
+                     video_bps: int) -> Path | None:
+    """Up to ``max_attempts`` encodes with ``audio``, correcting the picture's bitrate each time;
+    the result closest to the target under the cap, or None."""
     cap = options.size_cap
     duration = max(probe.duration, 0.5)
-    audio_bps = options.audio_bitrate if probe.has_audio else 0
-    total_bps = cap * options.target_fill * 8 / duration
-    video_bps = int(total_bps * 0.98 - audio_bps)  # ~2 % for the mp4 container
-    if video_bps < 16_000:
-        raise ClipError("too_big", "the clip is too long for the size cap")
     height = _pick_height(video_bps, probe)
-    if height:
+    if height and "downscaled" not in warnings:
         warnings.append("downscaled")
     best: tuple[int, Path] | None = None  # (size, path) closest to the target and under the cap
     target = cap * options.target_fill
+    tag = f"a{audio[0] // 1000}"
     for attempt in range(options.max_attempts):
-        dst = work / f"fit{attempt}.mp4"
+        dst = work / f"fit-{tag}-{attempt}.mp4"
         await _encode(src, dst, probe, video_bps=video_bps, drawtext=drawtext, height=height, options=options,
-                      progress=progress)
+                      progress=progress, audio=audio)
         size = dst.stat().st_size
-        log.info("clip re-encode attempt %d: %d kbit/s -> %d bytes (cap %d)", attempt + 1, video_bps // 1000,
-                 size, cap)
+        log.info("clip re-encode attempt %d: %d kbit/s video, %d kbit/s audio -> %d bytes (cap %d)", attempt + 1,
+                 video_bps // 1000, audio[0] // 1000, size, cap)
         if size <= cap and (best is None or abs(size - target) < abs(best[0] - target)):
             best = (size, dst)
         if cap * options.min_fill <= size <= cap * options.max_fill:
@@ -668,12 +745,56 @@ async def _fit(src: Path, work: Path, probe: _Probe, drawtext: dict[str, object]
         # Correct the video share of the bitrate by how far the whole file missed the target.
         overhead = size - (video_bps * duration / 8)
         wanted_video_bytes = target - max(overhead, 0)
-        video_bps = max(16_000, int(wanted_video_bytes * 8 / duration))
+        corrected = max(options.min_video_bps, int(wanted_video_bytes * 8 / duration))
+        if corrected == video_bps:   # at the floor already: another encode would be the same
+            break
+        video_bps = corrected
     if best is None:
-        raise ClipError("too_big", "could not get the clip under the size cap")
+        return None
     if best[0] < cap * options.min_fill:
         warnings.append("under_target_fill")
     return best[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# will it fit? (asked before anything is cut)
+
+_CONTAINER_SHARE = 0.98  # of a re-encode's bitrate for the streams: ~2 % for the mp4 container
+
+
+@dataclass(frozen=True, slots=True)
+class SizeEstimate:
+    """What a window of recordings would weigh as a clip, from the recordings' own files."""
+
+    seconds: float      # recorded seconds in the window
+    bitrate: float      # the recordings' bit/s (file size ÷ duration)
+    copy_bytes: int     # about what a stream copy of the window weighs
+    max_seconds: float  # the longest window that fits the cap: copied as recorded, or re-encoded at the
+    #                     lowest acceptable quality (``min_video_bps``, no sound)
+
+    @property
+    def fits(self) -> bool:
+        return self.seconds <= self.max_seconds
+
+
+def lowest_quality_seconds(options: ClipOptions) -> float:
+    """The longest clip a re-encode at the lowest acceptable quality (``min_video_bps``, no sound) gets
+    under the cap — the same budget :func:`_fit` computes."""
+    return options.size_cap * options.target_fill * 8 * _CONTAINER_SHARE / options.min_video_bps
+
+
+def estimate_size(coverage: Coverage, options: ClipOptions | None = None) -> SizeEstimate | None:
+    """Whether ``coverage``'s window can be delivered under ``options.size_cap`` — the recordings'
+    bitrate (their files' size ÷ duration) × the recorded seconds, else the lowest acceptable
+    re-encode.  None when the sizes are not known (an NVR streams the window)."""
+    options = options or ClipOptions()
+    segs = [s for s in coverage.segments if s.size > 0 and s.seconds > 0]
+    if coverage.kind != "folder" or not segs:
+        return None
+    bitrate = sum(s.size for s in segs) * 8 / sum(s.seconds for s in segs)
+    seconds = coverage.covered_seconds
+    return SizeEstimate(seconds=seconds, bitrate=bitrate, copy_bytes=int(bitrate * seconds / 8),
+                        max_seconds=max(options.size_cap * 8 / bitrate, lowest_quality_seconds(options)))
 
 
 def cut_clip_sync(coverage: Coverage, out_path: str | Path, options: ClipOptions | None = None) -> ClipResult:

@@ -69,6 +69,10 @@ FRIGATE_PATTERN = "%Y-%m-%d/%H/{camera}/%M.%S.mp4"
 FFPROBE = "ffprobe"
 
 
+#: every ``SourceError.key``: a source string or template that cannot be used, or NVR credentials not set
+SOURCE_ERROR_KEYS = ("bad_timezone", "bad_pattern", "bad_url", "missing_credentials", "bad_option", "bad_source")
+
+
 class SourceError(ValueError):
     """A recording source string or template that cannot be used; ``key`` is stable for callers."""
 

@@ -30,7 +30,7 @@ def layout_pattern(layout: str) -> str:
 def make_archive(root: str | Path, camera: str, start: datetime, duration: float, segment_seconds: float = 60,
                  layout: str = "frigate", fps: int = 2, size: str = "320x180", gop: int | None = None, *,
                  tz: str | None = None, clock_tz_name: str = SCHOOL_TZ, label: str | None = None, reuse_one_segment: bool = False,
-                 timeout: float = 600, crf: int | None = None) -> list[Path]:
+                 timeout: float = 600, crf: int | None = None, audio_bitrate: int | None = None) -> list[Path]:
     """Write ``duration`` seconds of synthetic video for ``camera`` from ``start`` under ``root``.
 
     ``gop`` is the key-frame interval in frames (default: one key frame per second).  ``tz`` is the
@@ -38,6 +38,7 @@ def make_archive(root: str | Path, camera: str, start: datetime, duration: float
     burned-in clock shows the time in ``clock_tz_name`` (the school time zone).
     ``reuse_one_segment`` renders a single segment and hard-links it under every name (for the
     benchmark: a day of names costs one render; the burned-in clock then repeats).
+    ``audio_bitrate`` adds a sine tone as AAC at that bit rate (as a camera with a microphone records).
     Returns the segment paths in time order."""
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
@@ -66,8 +67,13 @@ def make_archive(root: str | Path, camera: str, start: datetime, duration: float
             draw["fontfile"] = font
         video = src.filter("drawtext", **draw)
         seg_pattern = str(Path(tmp) / "seg%06d.mp4")
+        streams = [video]
+        sound: dict[str, object] = {}
+        if audio_bitrate:
+            streams.append(ffmpeg.input("sine=frequency=440:sample_rate=48000", f="lavfi", t=render_seconds).audio)
+            sound = {"acodec": "aac", "audio_bitrate": str(audio_bitrate)}
         out = ffmpeg.output(
-            video, seg_pattern, f="segment", segment_time=segment_seconds, reset_timestamps=1,
+            *streams, seg_pattern, **sound, f="segment", segment_time=segment_seconds, reset_timestamps=1,
             segment_format="mp4", segment_format_options="movflags=+faststart",
             vcodec="libx264", preset="ultrafast", tune="zerolatency", pix_fmt="yuv420p", g=gop,
             keyint_min=gop, sc_threshold=0, **({"crf": crf} if crf is not None else {}),

@@ -271,6 +271,23 @@ class Delegation(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class WaitingCard(SQLModel, table=True):
+    """A card (an approval, an incident) addressed to a person who had no linked channel when it was
+    sent: kept, and delivered once when they link (:mod:`bot.engine.waiting`). ``delivered_at`` is
+    set by a conditional update, so two processes never both deliver it."""
+
+    __tablename__ = "waiting_card"
+    __table_args__ = (UniqueConstraint("person_id", "ref_kind", "ref_id", name="uq_waiting_card"),)
+    id: int | None = Field(default=None, primary_key=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    person_id: int = Field(foreign_key="person.id")
+    ref_kind: str = Field(max_length=40)
+    ref_id: str = Field(max_length=60)
+    prefix: str = Field(default="", max_length=200)  # msgid shown above the card (escalation …)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 # ---------------------------------------------------------------------------------------------
 # Compliance calendar (bot/engine/reminders.py)
 # ---------------------------------------------------------------------------------------------

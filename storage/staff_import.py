@@ -44,7 +44,7 @@ from sqlmodel import Session, col, select
 
 from bot.i18n import N_, Translator
 from bot.roles import ROLE_TITLES, Role, parse_roles
-from bot.text import clean, fold, mask_phone, normalize_email, normalize_phone
+from bot.text import clean, fold, mask_phone, normalize_email, normalize_phone, sanitize
 from storage import audit
 from storage.models import ChannelIdentity, KeyValue, Person, PersonStatus, School, utcnow
 from storage.people import new_invite
@@ -307,7 +307,8 @@ def _cell(value: Any) -> str:
         return value.isoformat(sep=" ")
     if isinstance(value, date | time):
         return value.isoformat()
-    return str(value).replace("\u200b", "").replace("\ufeff", "")
+    # Cells come from outside like messages do: the same clean-up (control and bidi characters, NFC).
+    return sanitize(str(value).replace("\u200b", ""))
 
 
 def decode_text(data: bytes) -> str:

@@ -307,3 +307,165 @@ def test_escalation_window_setting_validated():
 
 
 _ = timedelta
+
+
+# -- an approver who links later (issue #20) ------------------------------------------------------
+PRINCIPAL_PHONE = "+84912345001"
+VP_PHONE = "+84912345002"
+
+
+@pytest.fixture
+def late(runtime):
+    """A school whose principal and one vice principal are on the staff list but have not linked yet."""
+    from storage.people import new_invite
+
+    def seed(s):
+        school = make_school(s)
+        ids = {
+            "teacher": make_person(s, school, "Nguyễn Thị Vân", ["teacher"], link="t1").id,
+            "principal": make_person(s, school, "Trần Văn Đức", ["principal"], phone=PRINCIPAL_PHONE).id,
+            "vp": make_person(s, school, "Lê Thị Hoa", ["vice_principal"], phone=VP_PHONE).id,
+            "it": make_person(s, school, "Đặng Minh Khoa", ["it"], link="it1").id,
+            "board_head": make_person(s, school, "Hoàng Minh Tuấn", ["board_head"], link="b1").id,
+        }
+        ids["code"] = new_invite(s, person=s.get(Person, ids["principal"]), ttl=timedelta(days=3))
+        return ids
+
+    ids = runtime.db.run_sync(seed)
+    return runtime, runtime.test_channel, ids
+
+
+def _share_own_number(user: str, phone: str, **kw):
+    from bot.core import Contact
+
+    return inbound(user, contact=Contact(phone=phone, user_id=user), **kw)
+
+
+def _cards(sent, ap: int) -> list:
+    return [o for o in sent if f"ap:{ap}:ok" in str(o.reply.buttons)]
+
+
+async def test_a_request_made_before_the_principal_links_reaches_them_when_they_link(late):
+    rt, ch, ids = late
+    ap1 = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    told = ch.texts("t1")[-1]
+    assert f"#{ap1}" in told and "đang chờ Hiệu trưởng liên kết tài khoản" in told
+    assert "chưa có người có thẩm quyền" not in told
+    it_msgs = ch.texts("it1")
+    assert len(it_msgs) == 1 and "Trần Văn Đức" in it_msgs[0] and "Hiệu trưởng" in it_msgs[0]
+    assert "python main.py invite" in it_msgs[0] and PRINCIPAL_PHONE not in it_msgs[0]
+    ap2 = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    assert "đang chờ Hiệu trưởng" in ch.texts("t1")[-1]
+    assert len(ch.texts("it1")) == 1  # told once, however many requests wait
+    assert not [o for o in ch.sent if o.chat_id == "p1"]
+
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))
+    to_principal = [o for o in ch.sent if o.chat_id == "p1"]
+    assert "Trần Văn Đức" in to_principal[0].reply.text  # the greeting first, then the cards, oldest first
+    cards = [o for o in to_principal if o.reply.buttons and "ap:" in str(o.reply.buttons)]
+    assert [f"#{ap1}" in cards[0].reply.text, f"#{ap2}" in cards[1].reply.text] == [True, True]
+    assert len(cards) == 2 and len(_cards(ch.sent, ap1)) == 1 and len(_cards(ch.sent, ap2)) == 1
+    assert "chờ anh/chị liên kết" in cards[0].reply.text
+    await rt.dispatcher.handle(inbound("p1", payload=f"ap:{ap1}:ok"))  # the kept card's button works
+    assert status(rt, ap1) == "approved" and status(rt, ap2) == "pending"
+    assert "Trần Văn Đức" in ch.texts("t1")[-1]
+    assert len(actions(rt, "identity.link_needed")) == 1
+
+
+async def test_linking_again_or_a_second_channel_sends_no_card_twice(late):
+    from storage.models import ChannelIdentity
+
+    rt, ch, ids = late
+    zalo = type(ch)(name="zalo_bot")
+    rt.sender.register(zalo)
+    ap = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))
+    assert len(_cards(ch.sent, ap)) == 1
+    await rt.dispatcher.handle(inbound("p1", command="start"))  # already linked
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))  # the same number again
+    await rt.dispatcher.handle(inbound("z1", channel="zalo_bot", text=ids["code"]))  # a second channel
+    linked = rt.db.run_sync(lambda s: {i.channel for i in s.exec(select(ChannelIdentity).where(
+        ChannelIdentity.person_id == ids["principal"]))})
+    assert linked == {"test", "zalo_bot"}
+    await rt.dispatcher.run_unit(approvals.tick)
+    from bot.engine import waiting
+
+    await rt.dispatcher.run_unit(waiting.sweep)  # the scheduler's safety net finds nothing left either
+    assert len(_cards(ch.sent + zalo.sent, ap)) == 1
+    assert any("Trần Văn Đức" in t for t in zalo.texts("z1"))  # greeted there, no card
+
+
+async def test_two_processes_linking_at_once_deliver_the_card_once(late, start_runtime):
+    """The principal links on two channels at the same moment, each handled by another bot process
+    on the same database: the kept card is claimed by one of them only (conditional update)."""
+    from tests.helpers import RecordingChannel
+
+    rt, ch, ids = late
+    ap = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    rt2 = await start_runtime()
+    channels = [ch, rt2.test_channel]
+    for runtime in (rt, rt2):
+        z = RecordingChannel(name="zalo_bot")
+        runtime.sender.register(z)
+        channels.append(z)
+    await asyncio.gather(rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE)),
+                         rt2.dispatcher.handle(inbound("z1", channel="zalo_bot", text=ids["code"])))
+    from bot.engine import waiting
+
+    await asyncio.gather(rt.dispatcher.run_unit(waiting.sweep), rt2.dispatcher.run_unit(waiting.sweep))
+    sent = [o for c in channels for o in c.sent]
+    assert len(_cards(sent, ap)) == 1
+    await rt2.dispatcher.handle(inbound("z1", channel="zalo_bot", payload=f"ap:{ap}:ok"))
+    assert status(rt, ap) == "approved"
+
+
+async def test_an_unlinked_delegate_gets_the_card_when_she_links_and_the_principal_meanwhile(late):
+    """The principal (linked) delegated to a vice principal who has not linked: the principal gets the
+    card too, so nothing waits; the delegate's card reaches her when she links, and she may decide."""
+    rt, ch, ids = late
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))
+    for step in (dict(command="uyquyen"), dict(payload=f"c:p{ids['vp']}"), dict(text="hôm nay"),
+                 dict(payload="c:yes")):
+        await rt.dispatcher.handle(inbound("p1", **step))
+    ap = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    assert len([o for o in _cards(ch.sent, ap) if o.chat_id == "p1"]) == 1
+    assert not any("đang chờ" in t for t in ch.texts("t1"))
+    await rt.dispatcher.handle(_share_own_number("v1", VP_PHONE))
+    assert len([o for o in _cards(ch.sent, ap) if o.chat_id == "v1"]) == 1
+    await rt.dispatcher.handle(inbound("v1", payload=f"ap:{ap}:ok"))
+    assert status(rt, ap) == "approved"
+    stage = rt.db.run_sync(lambda s: s.exec(select(ApprovalStage).where(ApprovalStage.approval_id == ap)).one())
+    assert stage.by_delegation and stage.decided_by == ids["vp"]
+
+
+async def test_an_escalation_to_a_principal_not_linked_yet_waits_for_the_link(late, settings, clock):
+    rt, ch, ids = late
+    ap = await request(rt, ids["teacher"], [StageSpec(role="board_head")])
+    assert _cards(ch.sent, ap)[0].chat_id == "b1"
+    clock.advance(minutes=settings.approval_escalate_after_minutes + 1)
+    await rt.dispatcher.run_unit(approvals.tick)
+    await rt.dispatcher.run_unit(approvals.tick)
+    assert [e.details["to"] for e in actions(rt, "approval.escalated")] == [[ids["principal"]]]
+    assert len(ch.texts("it1")) == 1 and "Trần Văn Đức" in ch.texts("it1")[0]
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))
+    cards = [o for o in _cards(ch.sent, ap) if o.chat_id == "p1"]
+    assert len(cards) == 1 and "Escalated" not in cards[0].reply.text  # in Vietnamese
+    assert "chờ quá lâu" in cards[0].reply.text or "Chuyển lên" in cards[0].reply.text
+    await rt.dispatcher.handle(inbound("p1", payload=f"ap:{ap}:ok"))
+    assert status(rt, ap) == "approved"
+
+
+async def test_the_menu_and_choduyet_show_what_waits_for_the_principal(late):
+    rt, ch, ids = late
+    ap = await request(rt, ids["teacher"], [StageSpec(role="principal")])
+    await rt.dispatcher.handle(_share_own_number("p1", PRINCIPAL_PHONE))
+    await rt.dispatcher.handle(inbound("p1", command="menu"))
+    menu = ch.sent[-1].reply
+    first = menu.buttons[0][0]
+    assert first.payload == "m:choduyet" and first.label == "📋 Chờ anh/chị duyệt (1)"
+    await rt.dispatcher.handle(inbound("p1", payload="m:choduyet"))
+    assert f"#{ap}" in ch.sent[-1].reply.text and f"ap:{ap}:ok" in str(ch.sent[-1].reply.buttons)
+    await rt.dispatcher.handle(inbound("p1", command="choduyet"))
+    assert f"#{ap}" in ch.sent[-1].reply.text
+    await rt.dispatcher.handle(inbound("t1", command="menu"))
+    assert all(b.payload != "m:choduyet" for row in ch.sent[-1].reply.buttons for b in row)

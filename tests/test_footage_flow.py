@@ -296,4 +296,188 @@ async def test_progress_edits_the_extracting_message(env, monkeypatch):
     assert all(ref.chat_id == "t1" for ref, _ in ch.edits)
 
 
+
+# -- clips that fit the size cap; failures told apart ---------------------------------------------
+LOBBY_START = REC_START + timedelta(minutes=10)  # 08:10 local
+
+
+@pytest.fixture(scope="module")
+def lobby_archive(tmp_path_factory):
+    """Seven minutes of the lobby camera (08:10–08:17 local), too heavy to copy under a 1 MB cap."""
+    root = tmp_path_factory.mktemp("lobby")
+    make_archive(root, "sanh", LOBBY_START, 7 * 60, segment_seconds=60, fps=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hall_archive(tmp_path_factory):
+    """Three minutes of the hall camera, with a microphone (08:20–08:23 local)."""
+    root = tmp_path_factory.mktemp("hall")
+    make_archive(root, "hoitruong", REC_START + timedelta(minutes=20), 3 * 60, segment_seconds=60, fps=2,
+                 audio_bitrate=64_000)
+    return root
+
+
+def _add_camera(rt, ids, code: str, name: str, root) -> None:
+    rt.db.run_sync(lambda s: s.add(Camera(school_id=ids["school"], code=code, name=name,
+                                          source=f"frigate:{root}")))
+
+
+async def _request(rt, camera: str, when: str, minutes: str, *, send: bool = True) -> None:
+    h = rt.dispatcher.handle
+    await h(inbound("t1", command="camera"))
+    await h(inbound("t1", text=camera))
+    await h(inbound("t1", payload="c:today"))
+    await h(inbound("t1", text=when))
+    await h(inbound("t1", text=minutes))
+    if send:
+        await h(inbound("t1", payload="c:evidence"))
+        await h(inbound("t1", payload="c:send"))
+
+
+async def _approve_all(rt) -> None:
+    for ap in rt.db.run_sync(lambda s: s.exec(select(Approval).where(Approval.status == "pending")).all()):
+        await rt.dispatcher.handle(inbound("p1", payload=f"ap:{ap.id}:ok"))
+    await rt.dispatcher.drain()
+
+
+def _buttons(reply) -> set[str]:
+    return {b.payload for row in reply.buttons for b in row}
+
+
+@pytest.mark.parametrize("runtime_options", [{"settings": {"clip_size_cap_mb": 1}}])
+async def test_a_window_too_big_for_the_cap_is_refused_at_request_time_with_the_longest_that_fits(env, lobby_archive):
+    from bot.flows.footage.service import clip_options
+    from media.clips import lowest_quality_seconds
+
+    rt, ch, ids, _ = env
+    _add_camera(rt, ids, "sanh", "Sảnh tầng 1", lobby_archive)
+    recorded = sum(f.stat().st_size for f in lobby_archive.rglob("*.mp4"))
+    assert recorded > 3 * 1024 * 1024                       # a stream copy would not fit 1 MB by far
+    assert int(lowest_quality_seconds(clip_options(rt.settings)) // 60) == 5
+    await _request(rt, "sảnh", "8h10", "7", send=False)
+    told = ch.texts("t1")[-1]
+    assert "7 phút" in told and "1 MB" in told and "tối đa khoảng 5 phút" in told
+    assert _buttons(ch.sent[-1].reply) == {"c:1", "c:5"}       # only durations that fit
+    assert not rt.db.run_sync(lambda s: s.exec(select(Approval)).all())  # nobody was asked
+    await rt.dispatcher.handle(inbound("t1", text="6"))         # still too long: told again
+    assert "tối đa khoảng 5 phút" in ch.texts("t1")[-1]
+    await rt.dispatcher.handle(inbound("t1", payload="c:5"))
+    await rt.dispatcher.handle(inbound("t1", payload="c:evidence"))
+    assert "Sảnh tầng 1" in ch.texts("t1")[-1]                  # the summary, then the approval
+    await rt.dispatcher.handle(inbound("t1", payload="c:send"))
+    await _approve_all(rt)
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert req.status == "delivered" and req.clip_reencoded and req.duration_s == 300
+    assert req.clip_size is not None and req.clip_size <= 1024 * 1024
+    assert 295 <= (req.clip_duration or 0) <= 305
+
+
+@pytest.mark.parametrize("runtime_options", [{"settings": {"clip_size_cap_mb": 1}}])
+async def test_the_sound_is_left_out_to_fit_a_small_cap_and_the_caption_says_so(env, hall_archive):
+    import json
+    import subprocess
+
+    rt, ch, ids, _ = env
+    _add_camera(rt, ids, "hoitruong", "Hội trường", hall_archive)
+    await _request(rt, "hội trường", "8h20", "3")
+    await _approve_all(rt)
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert req.status == "delivered" and "audio_dropped" in req.clip_warnings
+    video = next(o for o in ch.sent if o.chat_id == "t1" and o.reply.file)
+    assert "🔇" in video.reply.text and "bỏ âm thanh" in video.reply.text
+    streams = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of",
+                                         "json", video.reply.file.path], capture_output=True, check=True).stdout)
+    assert [s_["codec_type"] for s_ in streams["streams"]] == ["video"]
+    assert req.clip_size is not None and req.clip_size <= 1024 * 1024
+    ev = rt.db.run_sync(lambda s: list(audit.events(s, action="footage.extracted")))
+    assert "audio_dropped" in ev[0].details["warnings"]
+
+
+async def test_recordings_gone_after_the_approval_fail_without_a_retry_button(env, tmp_path):
+    rt, ch, ids, _ = env
+    root = tmp_path / "kho"
+    files = make_archive(root, "kho", REC_START, 60, segment_seconds=60, fps=2)
+    _add_camera(rt, ids, "kho", "Kho thiết bị", root)
+    await _request(rt, "kho", "8h00", "1")
+    for f in files:
+        f.unlink()                                          # deleted by the recorder's own retention
+    await _approve_all(rt)
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert (req.status, req.error) == ("failed", "no_recordings")
+    told = ch.texts("t1")[-1]
+    assert f"#{req.id}" in told and "Không còn dữ liệu ghi hình" in told
+    assert "thử lại" not in told and "Đầu ghi hình" not in told
+    it = [o for o in ch.sent if o.chat_id == "i1" and f"#{req.id}" in o.reply.text][-1]
+    assert not it.reply.buttons and "không thay đổi" in it.reply.text
+    await rt.dispatcher.handle(inbound("i1", payload=f"fx:{req.id}:retry"))  # an old or typed button
+    assert "không thay đổi" in ch.texts("i1")[-1]
+    assert rt.db.run_sync(lambda s: s.get(FootageRequest, req.id)).status == "failed"
+
+
+async def test_a_killed_ffmpeg_is_not_blamed_on_the_recorder_and_can_be_retried(env, tmp_path, monkeypatch):
+    import media.clips
+
+    rt, ch, ids, _ = env
+    suicidal = tmp_path / "ffmpeg-oom"
+    suicidal.write_text("#!/bin/sh\nkill -9 $$\n")           # as the out-of-memory killer ends ffmpeg
+    suicidal.chmod(0o755)
+    await _ask(rt, "8h00")
+    await rt.dispatcher.handle(inbound("t1", payload="c:send"))
+    monkeypatch.setattr(media.clips, "FFMPEG", str(suicidal))
+    await _approve_all(rt)
+    req = rt.db.run_sync(lambda s: s.exec(select(FootageRequest)).one())
+    assert (req.status, req.error) == ("failed", "ffmpeg_killed")
+    told = ch.texts("t1")[-1]
+    assert "ffmpeg" in told and "bị dừng" in told and "Đầu ghi hình" not in told and "thử lại" in told
+    it = [o for o in ch.sent if o.chat_id == "i1" and f"#{req.id}" in o.reply.text][-1]
+    assert _buttons(it.reply) == {f"fx:{req.id}:retry"}
+    monkeypatch.setattr(media.clips, "FFMPEG", "ffmpeg")      # memory freed: IT retries
+    await rt.dispatcher.handle(inbound("i1", payload=f"fx:{req.id}:retry"))
+    await rt.dispatcher.drain()
+    assert rt.db.run_sync(lambda s: s.get(FootageRequest, req.id)).status == "delivered"
+
+
+async def test_every_failure_kind_has_its_own_message_and_only_the_recorder_blames_the_recorder(env):
+    from bot.flows.footage import jobs
+    from media.clips import ERROR_KEYS
+    from media.recordings import SOURCE_ERROR_KEYS
+
+    rt, ch, ids, _ = env
+    kinds = [*ERROR_KEYS, *SOURCE_ERROR_KEYS, "interrupted", "error", "something new"]
+    assert set(ERROR_KEYS) | set(SOURCE_ERROR_KEYS) <= set(jobs.FAILURES)
+    cam = rt.db.run_sync(lambda s: s.exec(select(Camera)).one().id)
+
+    def make(s):
+        reqs = [FootageRequest(school_id=ids["school"], requester_id=ids["teacher"], camera_id=cam,
+                               start_at=REC_START, duration_s=60, purpose="security", status="extracting")
+                for _ in kinds]
+        s.add_all(reqs)
+        s.flush()
+        return [r.id for r in reqs]
+
+    req_ids = rt.db.run_sync(make)
+    reasons: dict[str, str] = {}
+    for key, req_id in zip(kinds, req_ids, strict=True):
+        await rt.dispatcher.run_unit(lambda ctx, k=key, r=req_id: jobs._failed(ctx, r, k))
+        teacher = [o for o in ch.sent if o.chat_id == "t1" and f"#{req_id}:" in o.reply.text]
+        it = [o for o in ch.sent if o.chat_id == "i1" and f"#{req_id}" in o.reply.text]
+        assert len(teacher) == 1 and len(it) == 1, key
+        text = teacher[0].reply.text
+        reason = text.split(":", 1)[1]
+        reasons[key] = reason
+        retry = jobs.failure(key).retry
+        assert ("thử lại" in text) == retry, key
+        assert (_buttons(it[0].reply) == {f"fx:{req_id}:retry"}) == retry, key
+        assert ("Đầu ghi hình" in text or "đầu ghi hình" in text) == (key in ("source_unreachable",
+                                                                            "missing_credentials")), key
+        assert "báo lỗi" not in text or key == "ffmpeg_failed", key
+        assert text.isascii() is False and "{" not in text     # translated, placeholders filled
+    assert not jobs.failure("too_big").retry and not jobs.failure("no_recordings").retry
+    # the recording-source set-up errors share one message; every other kind has its own
+    own = {k: v for k, v in reasons.items() if k not in SOURCE_ERROR_KEYS or k == "missing_credentials"}
+    assert len(set(own.values())) == len(own) - 1                   # "something new" reads as "error"
+    assert reasons["something new"] == reasons["error"]
+
+
 _ = School

@@ -1,16 +1,28 @@
-"""The persistent outbox: an event's messages are written in its unit, deleted once sent, and sent
-after a crash by the next start (or, with several processes, once their claim is stale)."""
+"""The persistent outbox: an event's messages are written in its unit, each row deleted as soon as
+its own message went out (before the next one is sent), and sent after a crash by the next start
+(or, with several processes, once their claim is stale)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from bot.core import Button, MessageRef, Outbound, OutFile, Reply, Sender, payload_to_reply, reply_to_payload
+from bot.core import (
+    Button,
+    MessageRef,
+    Outbound,
+    OutFile,
+    Reply,
+    RetryLater,
+    Sender,
+    payload_to_reply,
+    reply_to_payload,
+)
 from bot.runtime import Runtime
 from storage.models import OutboxMessage, SentMessage, utcnow
 from tests.helpers import RecordingChannel, inbound, make_person, make_school
@@ -38,19 +50,152 @@ def test_every_reply_field_survives_the_round_trip():
     assert payload_to_reply(reply_to_payload(Reply("x"))) == Reply("x")
 
 
+def cards(rt: Runtime, ref_id: str) -> list[SentMessage]:
+    return rt.db.run_sync(lambda s: list(s.exec(select(SentMessage).where(SentMessage.ref_id == ref_id)).all()))
+
+
+@dataclass
+class WatchingChannel(RecordingChannel):
+    """Records, at each send, the texts whose outbox rows are still there; raises for ``fail``."""
+
+    rt: Runtime | None = None
+    fail: set[str] = field(default_factory=set)
+    rows_at_send: list[list[str]] = field(default_factory=list)
+    cards_at_send: list[int] = field(default_factory=list)
+
+    async def send(self, out: Outbound) -> str | None:
+        assert self.rt is not None
+        self.rows_at_send.append([payload_to_reply(r.payload).text for r in rows(self.rt)])
+        self.cards_at_send.append(len(cards(self.rt, "5")))
+        if out.reply.text in self.fail:
+            raise ConnectionError("the platform went away")
+        return await super().send(out)
+
+    async def edit(self, ref: MessageRef, reply: Reply) -> bool:
+        assert self.rt is not None
+        self.rows_at_send.append([payload_to_reply(r.payload).text for r in rows(self.rt)])
+        return await super().edit(ref, reply)
+
+
+@pytest.fixture
+def watching(rt) -> WatchingChannel:
+    ch = WatchingChannel(rt=rt)
+    rt.sender.register(ch)
+    return ch
+
+
 async def test_an_event_leaves_nothing_once_its_messages_went_out(rt):
     out = await rt.dispatcher.handle(inbound("t1", command="menu"))
     assert out and rt.test_channel.sent
-    # Deleted in a batch shortly after (one unit for many events) …
-    for _ in range(100):
-        if not rows(rt):
-            break
-        await asyncio.sleep(0.02)
+    assert rows(rt) == []  # no batch, nothing left to flush at shutdown
+
+
+async def test_each_row_is_gone_before_the_next_message_of_its_unit_is_sent(rt, watching):
+    """A kill at any send repeats at most the message being sent: the ones before it are settled."""
+    card = Reply("Thẻ #5", buttons=((Button("✅", "ap:5:ok"),),), track=("card", "5"))
+    unit = [Outbound("test", "t1", Reply("một")), Outbound("test", "t1", card, None),
+            Outbound("test", "t1", Reply("sửa", edit=MessageRef("test", "t1", "9"))),
+            Outbound("test", "t1", Reply("bốn"))]
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, unit))
+    mids = await rt.sender.deliver(unit, row_ids=ids)
+    assert watching.rows_at_send == [["một", "Thẻ #5", "sửa", "bốn"], ["Thẻ #5", "sửa", "bốn"],
+                                     ["sửa", "bốn"], ["bốn"]]
+    # The card was recorded with its row's delete, before the next message went out.
+    assert watching.cards_at_send == [0, 0, 1]
+    assert [c.message_id for c in cards(rt, "5")] == [mids[1]]
     assert rows(rt) == []
-    # … or at once when asked (shutdown).
-    await rt.dispatcher.handle(inbound("t1", command="menu"))
-    await rt.sender.flush()
+
+
+async def test_a_failed_send_keeps_its_row_and_is_sent_again_once_its_claim_is_stale(rt, watching):
+    watching.fail = {"hai"}
+    unit = [Outbound("test", "t1", Reply("một")), Outbound("test", "t1", Reply("hai")),
+            Outbound("test", "t1", Reply("ba"))]
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, unit))
+    mids = await rt.sender.deliver(unit, row_ids=ids)
+    assert mids[0] and mids[1] is None and mids[2]
+    assert watching.texts("t1") == ["một", "ba"]  # the others are not held up
+    assert [payload_to_reply(r.payload).text for r in rows(rt)] == ["hai"]
+    # Another process (or the scheduler) leaves it alone while the claim is fresh …
+    assert await rt.sender.recover() == 0
+    # … and sends it once the claim is stale; sent, its row is gone.
+    watching.fail = set()
+    old = utcnow() - Sender.STALE - timedelta(seconds=5)
+    rt.db.run_sync(lambda s: s.execute(update(OutboxMessage).values(claimed_at=old)))
+    assert await rt.sender.recover() == 1
+    assert watching.texts("t1") == ["một", "ba", "hai"] and rows(rt) == []
+
+
+async def test_a_429_is_waited_out_once_and_then_left_to_the_retry(rt):
+    """Flood control: the message is sent again after the wait the platform asked for; a second 429
+    keeps its row (tried again once the claim is stale), and the next message is not held up."""
+    class Flooded(RecordingChannel):
+        refusals: dict[str, int] = {"chờ": 1, "chờ mãi": 2}
+
+        async def send(self, out: Outbound) -> str | None:
+            left = self.refusals.get(out.reply.text, 0)
+            if left:
+                self.refusals[out.reply.text] = left - 1
+                raise RetryLater(0.01)
+            return await super().send(out)
+    ch = Flooded()
+    rt.sender.register(ch)
+    unit = [Outbound("test", "t1", Reply(t)) for t in ("chờ", "chờ mãi", "sau")]
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, unit))
+    mids = await rt.sender.deliver(unit, row_ids=ids)
+    assert mids[0] and mids[1] is None and mids[2]
+    assert ch.texts("t1") == ["chờ", "sau"]
+    assert [payload_to_reply(r.payload).text for r in rows(rt)] == ["chờ mãi"]
+
+
+async def test_a_message_the_platform_refused_is_not_sent_again(rt):
+    """An adapter that answered (no id: blocked, refused) has settled the message: no retry."""
+    class Refusing(RecordingChannel):
+        async def send(self, out: Outbound) -> str | None:
+            self.sent.append(out)
+            return None
+    ch = Refusing()
+    rt.sender.register(ch)
+    unit = [Outbound("test", "t1", Reply("bị chặn"))]
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, unit))
+    assert await rt.sender.deliver(unit, row_ids=ids) == [None]
     assert rows(rt) == []
+
+
+async def test_a_second_process_never_takes_the_rows_of_a_delivery_in_progress(rt):
+    """Several processes on one database: the rows of a unit being sent are claimed, and a slow
+    delivery (a long upload, a 429 wait) keeps renewing the claim of the rows it has left, the one
+    in flight included, so no other process takes them as a dead process's rows."""
+    other = Sender(rt.db)
+    elsewhere = RecordingChannel()
+    other.register(elsewhere)
+    unit = [Outbound("test", "t1", Reply(t)) for t in ("một", "hai", "ba")]
+    ids = rt.db.run_sync(lambda s: Sender.persist(s, unit))
+    # Claimed a while ago (a slow commit, a paused process) …
+    rt.db.run_sync(lambda s: s.execute(update(OutboxMessage).values(claimed_at=utcnow() - timedelta(seconds=45))))
+    started = utcnow()
+    taken: list[int] = []
+
+    def renewed() -> bool:
+        return all(r.claimed_at >= started for r in rows(rt))
+
+    class Slow(RecordingChannel):
+        async def send(self, out: Outbound) -> str | None:
+            if not self.sent:  # … and the first upload takes long: meanwhile the claim is renewed
+                for _ in range(500):
+                    if renewed():
+                        break
+                    await asyncio.sleep(0.01)
+                assert renewed()
+            # Another process counting everything claimed before this delivery began as stale
+            # finds nothing to take, not even the message being sent.
+            taken.append(await other.recover(before=started))
+            return await super().send(out)
+    ch = Slow()
+    rt.sender.register(ch)
+    rt.sender.RENEW_AFTER = 0.05
+    await rt.sender.deliver(unit, row_ids=ids)
+    assert taken == [0, 0, 0] and not elsewhere.sent
+    assert ch.texts("t1") == ["một", "hai", "ba"] and rows(rt) == []
 
 
 async def test_messages_committed_but_not_sent_go_out_once_at_the_next_start(rt):
@@ -67,10 +212,8 @@ async def test_messages_committed_but_not_sent_go_out_once_at_the_next_start(rt)
     assert await fresh.recover() == 0
     assert await fresh.recover(before=utcnow() + timedelta(seconds=1)) == 3
     assert [o.reply.text for o in ch.sent] == ["một", "Thẻ #5", "ba"]  # in order
-    await fresh.flush()
     assert rows(rt) == []
-    cards = rt.db.run_sync(lambda s: s.exec(select(SentMessage).where(SentMessage.ref_id == "5")).all())
-    assert len(cards) == 1  # the card is recorded, so it can be edited after a decision
+    assert len(cards(rt, "5")) == 1  # the card is recorded, so it can be edited after a decision
     assert await fresh.recover(before=utcnow() + timedelta(seconds=1)) == 0  # not twice
 
 
@@ -89,7 +232,6 @@ async def test_a_stale_claim_is_taken_over_and_a_row_that_keeps_failing_is_dropp
     rt.db.run_sync(lambda s: s.execute(update(OutboxMessage).values(claimed_at=old)))
     assert await rt.sender.recover() == 1
     assert ch.texts("t1") == ["cũ"]
-    await rt.sender.flush()
     # A row whose sending kills the process every time is not retried for ever.
     rt.db.run_sync(lambda s: Sender.persist(s, [Outbound("test", "t1", Reply("độc"))]))
     rt.db.run_sync(lambda s: s.execute(update(OutboxMessage).values(claimed_at=old, attempts=3)))
@@ -108,7 +250,6 @@ async def test_runtime_start_sends_what_a_crashed_run_left_before_new_events(rt,
     await rt.start(serve_web=False, scheduler=False)
     try:
         await rt.dispatcher.handle(inbound("t1", command="menu"))
-        await rt.sender.flush()
         if rt.db.is_sqlite:
             assert ch.texts("t1")[0] == "trước khi tắt"  # the left-over message first, then the new answer
             assert len(ch.texts("t1")) >= 2 and rows(rt) == []

@@ -315,3 +315,81 @@ async def test_approval_decided_by_number(polling, fake, clock):
     assert any("Trần Văn Đức" in t for t in fake.texts("bt"))
     decided = rt.db.run_sync(lambda s: list(audit.events(s, action="approval.decided")))
     assert len(decided) == 1 and decided[0].actor_id == ids["principal"]
+
+
+GROUP_HINT = ("I only answer in private chats. Please write to me directly, not in a group: "
+              "open my profile and tap “Message”.")
+
+
+async def test_a_link_code_typed_in_a_group_links_nobody_and_gets_only_the_private_chat_hint(polling, fake, clock):
+    rt, ch = polling
+    ids = _seed(rt, clock)
+    # The teacher types her link code inside the school's group chat (the bot is a member).
+    fake.push(fake.message("zb7", text=str(ids["code"]), group="grp-to-1"))
+    await fake.wait_for(lambda: fake.sent)
+    await ch.idle()
+    assert [(m.chat_id, m.text) for m in fake.sent] == [("grp-to-1", plain(GROUP_HINT))]
+    assert "nhắn riêng" in fake.sent[0].text  # short and in Vietnamese
+    assert rt.dispatcher.processed == 0
+    assert rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity)).all()) == []
+    assert rt.db.run_sync(lambda s: s.exec(select(Conversation)).all()) == []
+    # A command, and a group whose type Zalo left out (its chat id is not the sender's): the same.
+    fake.push(fake.message("zb7", text="/start", group="grp-to-1"))
+    fake.push(fake.message("zb7", text="/hoso", group="grp-to-2", chat_type=""))
+    await fake.wait_for(lambda: len(fake.sent) == 3)
+    await ch.idle()
+    assert [m.chat_id for m in fake.sent] == ["grp-to-1", "grp-to-1", "grp-to-2"]
+    assert {m.text for m in fake.sent} == {plain(GROUP_HINT)} and rt.dispatcher.processed == 0
+    # Written privately, the same (unused) code links her to her own chat.
+    await _say(fake, "zb7", str(ids["code"]))
+    await ch.idle()
+    ident = rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity)).one())
+    assert ident.person_id == ids["teacher"] and ident.chat_id == "zb7" == ident.external_id
+    # Nothing addressed to the group goes out, even a plain message from the core.
+    before = len(fake.sent)
+    assert await ch.send(Outbound("zalo_bot", "grp-to-1", Reply("Thông báo"), ids["teacher"])) is None
+    assert len(fake.sent) == before and ch.refused_group_sends == 1
+
+
+async def test_an_account_linked_from_a_group_gets_no_card_clip_or_password_until_it_writes_privately(
+        polling, fake, clock, tmp_path):
+    rt, ch = polling
+    from bot.engine import approvals
+    from storage.people import link_identity
+
+    def seed(s):
+        school = make_school(s)
+        teacher = make_person(s, school, "Nguyễn Thị Vân", ["teacher"], link="bt", channel="zalo_bot")
+        principal = make_person(s, school, "Trần Văn Đức", ["principal"])
+        # Linked by an earlier version from inside the staff group: the group's chat id was stored.
+        link_identity(s, person=principal, channel="zalo_bot", external_id="bp", chat_id="grp-staff")
+        return {"teacher": teacher.id, "principal": principal.id}
+    ids = rt.db.run_sync(seed)
+
+    def ask(ctx):
+        approvals.request(ctx, kind="test", subject="test:1", title="Footage request",
+                          fields=[("Camera", "Cổng chính")], stages=[approvals.StageSpec(role="principal")])
+    await rt.dispatcher.run_unit(ask, person_id=ids["teacher"])
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"0" * 2000)
+    await ch.send(Outbound("zalo_bot", "grp-staff", Reply("Đoạn trích", file=OutFile("video", str(clip))),
+                           ids["principal"]))
+    await ch.send(Outbound("zalo_bot", "grp-staff", Reply("Mật khẩu tạm thời: Xk7-29QaPm", delete_after=600),
+                           ids["principal"]))
+    await rt.dispatcher.drain()
+    assert [m for m in fake.sent if m.chat_id == "grp-staff"] == []
+    assert ch.refused_group_sends >= 3
+    assert rt.db.run_sync(lambda s: s.exec(select(OutboxMessage)).all()) == []
+    # The principal writes to the bot privately: his account now points at his own chat, where the
+    # next card arrives.
+    await _say(fake, "bp", "/start")
+    await ch.idle()
+    ident = rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity).where(ChannelIdentity.external_id == "bp")).one())
+    assert ident.chat_id == "bp"
+
+    def ask_again(ctx):
+        approvals.request(ctx, kind="test", subject="test:2", title="Footage request",
+                          fields=[("Camera", "Sân sau")], stages=[approvals.StageSpec(role="principal")])
+    await rt.dispatcher.run_unit(ask_again, person_id=ids["teacher"])
+    assert any("Sân sau" in m.text for m in fake.sent if m.chat_id == "bp")
+    assert [m for m in fake.sent if m.chat_id == "grp-staff"] == []

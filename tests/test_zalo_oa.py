@@ -402,3 +402,228 @@ async def test_link_by_phone_shared_through_request_user_info(settings, clock, f
         assert len(fake.messages) == before
     finally:
         await rt.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes, keep-alive, alerts and quota
+# ---------------------------------------------------------------------------------------------
+async def test_two_processes_on_one_postgresql_refresh_once_and_both_send(settings, clock, fake, db):
+    if db.is_sqlite:
+        pytest.skip("one bot process per SQLite file; several processes need PostgreSQL")
+    # Two bot processes (each its own runtime, database pool and channel) behind one OA.
+    rt1, ch1, _ = await _start(settings, clock, fake)
+    rt2, ch2, _ = await _start(settings, clock, fake)
+    try:
+        fake.expire_token()
+        fake.stale_barrier = 2  # both reach Zalo with the expired token before either is answered
+        ids = await asyncio.gather(ch1.send(Outbound("zalo_oa", "zu1", Reply("Từ tiến trình 1"))),
+                                   ch2.send(Outbound("zalo_oa", "zu2", Reply("Từ tiến trình 2"))))
+        assert all(ids) and sorted(fake.texts()) == ["Từ tiến trình 1", "Từ tiến trình 2"]
+        # One refresh: the other process waited for it and took the pair it stored.
+        assert fake.refresh_calls == 1 and ch1.refresh_count + ch2.refresh_count == 1
+        assert ch1.access_token == ch2.access_token == fake.access_token == "ACCESS-2"
+        # A day later the first process refreshes again (its scheduler); the second still holds the
+        # old access token, is refused, and takes the stored pair without asking Zalo.
+        clock.advance(hours=24)
+        await ch1.keep_alive()
+        assert fake.refresh_calls == 2 and ch2.access_token != fake.access_token
+        assert await ch2.send(Outbound("zalo_oa", "zu2", Reply("Hôm sau"))) is not None
+        assert fake.refresh_calls == 2 and ch2.access_token == fake.access_token
+        assert fake.texts()[-1] == "Hôm sau"
+    finally:
+        await rt1.stop()
+        await rt2.stop()
+
+
+async def test_the_scheduler_keeps_the_pair_alive_through_a_summer_without_messages(settings, clock, fake):
+    from bot.engine.reminders import Scheduler
+
+    # Zalo's lifetimes, against the test clock: access token 25 h, refresh token 3 months.
+    fake.clock = lambda: clock.now().timestamp()
+    fake.issue("ACCESS-1", "REFRESH-1")
+    rt, ch, _url = await _start(settings, clock, fake)
+    scheduler = Scheduler(rt)
+    try:
+        await scheduler.tick()  # a pair from the environment, of unknown age: refreshed and stored at once
+        assert fake.refresh_calls == 1
+        await scheduler.tick()
+        assert fake.refresh_calls == 1  # not due again yet
+        for _ in range(100):  # school's out: nothing is sent for 100 days (a tick a day is enough here)
+            clock.advance(days=1)
+            await scheduler.tick()
+        assert 90 <= fake.refresh_calls <= 110 and fake.send_calls == 0
+        stored = rt.db.run_sync(lambda s: s.get(KeyValue, "zalo_oa.refresh_token").value)
+        assert stored == fake.refresh_token
+        # September: the first message goes out with the pair kept alive, no refresh on the way.
+        calls = fake.refresh_calls
+        assert await ch.send(Outbound("zalo_oa", "zu1", Reply("Chào mừng năm học mới"))) is not None
+        assert fake.refresh_calls == calls and fake.refused_tokens == []
+    finally:
+        scheduler.leadership.release()
+        await rt.stop()
+
+
+async def test_the_refresh_token_is_renewed_within_a_week_even_with_long_access_tokens(settings, clock, fake):
+    fake.clock = lambda: clock.now().timestamp()
+    fake.access_ttl = 60 * 86400.0  # however long an access token lives, the refresh token must not age
+    fake.issue("ACCESS-1", "REFRESH-1")
+    rt, ch, _url = await _start(settings, clock, fake)
+    try:
+        await ch.keep_alive()
+        assert fake.refresh_calls == 1
+        clock.advance(days=6)
+        await ch.keep_alive()
+        assert fake.refresh_calls == 1
+        clock.advance(days=1, hours=1)
+        await ch.keep_alive()
+        assert fake.refresh_calls == 2
+    finally:
+        await rt.stop()
+
+
+async def _with_bot(settings, clock, fake):
+    """The OA and a Zalo Bot in one runtime: IT reads the Zalo Bot too, the principal only the OA."""
+    from storage.people import link_identity
+    from tests.fakes.zalo_servers import FakeZaloBot
+
+    bot = await FakeZaloBot().start()
+    rt, ch, url = await _start(settings, clock, fake, zalo_bot_token=bot.token, zalo_bot_api_base=bot.base_url)
+
+    def seed(s):
+        school = make_school(s)
+        it = make_person(s, school, "Đặng Minh Khoa", ["it"], link="zit", channel="zalo_oa",
+                         preferred_channel="zalo_oa")
+        link_identity(s, person=it, channel="zalo_bot", external_id="bit", chat_id="bit")
+        make_person(s, school, "Trần Văn Đức", ["principal"], link="zp", channel="zalo_oa")
+        make_person(s, school, "Nguyễn Thị Vân", ["teacher"], link="zt", channel="zalo_oa")
+    rt.db.run_sync(seed)
+    return rt, ch, bot
+
+
+async def test_a_refused_refresh_tells_it_and_the_principal_once_with_what_to_do(settings, clock, fake):
+    from bot.engine.reminders import Scheduler
+
+    rt, ch, bot = await _with_bot(settings, clock, fake)
+    scheduler = Scheduler(rt)
+    rt2 = rt3 = None
+    try:
+        fake.refresh_token = "REFRESH-REVOKED"  # the stored refresh token no longer works (e.g. it expired)
+        await scheduler.tick()
+        await rt.dispatcher.drain()
+        assert fake.refresh_calls == 1
+        (to_it,) = bot.texts("bit")  # IT on the channel that still works, not on the failing OA
+        expected = plain(
+            "⚠️ The school assistant could not renew its access to the school's Zalo Official Account "
+            "(Zalo answered: error {code}). Messages through Zalo OA will stop when the current access "
+            "token runs out.\n\nWhat to do: sign in at developers.zalo.me, open the app linked to the "
+            "OA, create a new access token and refresh token for the OA, put them in "
+            "<code>ZALO_OA_ACCESS_TOKEN</code> and <code>ZALO_OA_REFRESH_TOKEN</code> (the bot's .env "
+            "file) and restart the bot.", code=-14020)
+        assert to_it == expected and "ZALO_OA_REFRESH_TOKEN" in to_it and "Zalo OA" in to_it
+
+        def told(texts: list[str]) -> list[str]:  # (the tick's own reminders go out too)
+            return [t for t in texts if t == expected]
+        # the principal has only the OA (its access token still works); the teacher is not told
+        assert told(fake.texts("zp")) == [expected]
+        assert told(fake.texts("zt")) == [] and told(fake.texts("zit")) == []
+        # Later ticks: the refused token is not offered again, and nobody is told twice.
+        await scheduler.tick()
+        await scheduler.tick()
+        await rt.dispatcher.drain()
+        assert fake.refresh_calls == 1 and len(told(bot.texts("bit"))) == 1 and len(told(fake.texts("zp"))) == 1
+        # Another process (or a restart) tries once more: still told only once.
+        rt2, ch2, _ = await _start(settings, clock, fake, zalo_bot_token=bot.token, zalo_bot_api_base=bot.base_url)
+        await ch2.keep_alive()
+        await rt2.dispatcher.drain()
+        assert fake.refresh_calls == 2
+        assert len(told(bot.texts("bit"))) == 1 and len(told(fake.texts("zp"))) == 1
+        await rt2.stop()
+        rt2 = None
+        # IT does what the message says: new tokens from the developer page, in the environment, restart.
+        fake.issue("ACCESS-NEW", "REFRESH-NEW")
+        rt3, ch3, _ = await _start(settings, clock, fake, zalo_oa_access_token="ACCESS-NEW",
+                                   zalo_oa_refresh_token="REFRESH-NEW")
+        assert ch3.access_token == "ACCESS-NEW"
+        assert rt3.db.run_sync(lambda s: s.get(KeyValue, "zalo_oa.refresh_token").value) == "REFRESH-NEW"
+        assert await ch3.send(Outbound("zalo_oa", "zt", Reply("Đã hoạt động lại"))) is not None
+        await ch3.keep_alive()  # the new pair is taken into the keep-alive cycle
+        assert fake.refresh_calls == 3 and ch3.access_token == fake.access_token
+    finally:
+        scheduler.leadership.release()
+        for r in (rt2, rt3):
+            if r is not None:
+                await r.stop()
+        await rt.stop()
+        await bot.stop()
+
+
+async def test_quota_running_low_and_used_up_warn_it_once(settings, clock, fake):
+    from bot.channels.zalo_oa import QuotaExceeded
+
+    rt, ch, bot = await _with_bot(settings, clock, fake)
+    try:
+        # The free replies within 48 h of a person's message are that person's, not the package's.
+        fake.quota = {"quota_type": "reply", "remain": "1", "total": "8", "owner_type": "OA", "owner_id": "oa-1"}
+        assert await ch.send(Outbound("zalo_oa", "zt", Reply("Một"))) is not None
+        await rt.dispatcher.drain()
+        assert bot.texts("bit") == [] and ch.quota["quota_type"] == "reply"
+        # The OA's package runs low: IT is told once, however many sends report it.
+        fake.quota = {"quota_type": "sub_quota", "remain": "150", "total": "2000", "expired_date": "2026-12-31",
+                      "owner_type": "OA", "owner_id": "oa-1"}
+        for text in ("Hai", "Ba", "Bốn"):
+            assert await ch.send(Outbound("zalo_oa", "zt", Reply(text))) is not None
+        await rt.dispatcher.drain()
+        (low,) = bot.texts("bit")
+        assert low == plain(
+            "⚠️ The school's Zalo Official Account is running out of messages: {remain} of {total} left "
+            "in its package. When none are left, the bot cannot send through Zalo OA. Sending from an "
+            "OA through the API needs Zalo's paid OA package: renew or top it up on oa.zalo.me.",
+            remain=VI.number(150), total=VI.number(2000))
+        assert "150 trên 2.000" in low and fake.texts("zp") == []  # IT only (the principal when a school has no IT)
+        # Used up: the send fails with a clear error and IT is told once more, once.
+        fake.quota_exhausted = True
+        for _ in range(2):
+            with pytest.raises(QuotaExceeded) as err:
+                await ch.send(Outbound("zalo_oa", "zt", Reply("Năm")))
+            assert err.value.code == -211
+        await rt.dispatcher.drain()
+        assert len(bot.texts("bit")) == 2
+        assert bot.texts("bit")[1] == plain(
+            "⛔ Zalo refused to send a message from the school's Official Account: its message quota is "
+            "used up (error {code}). Until the OA's paid package is renewed or topped up on oa.zalo.me, "
+            "people reached only through Zalo OA get no messages from the bot.", code=-211)
+        # Another process hits it too: the database remembers IT was told.
+        rt2, ch2, _ = await _start(settings, clock, fake, zalo_bot_token=bot.token, zalo_bot_api_base=bot.base_url)
+        try:
+            with pytest.raises(QuotaExceeded):
+                await ch2.send(Outbound("zalo_oa", "zt", Reply("Sáu")))
+            await rt2.dispatcher.drain()
+        finally:
+            await rt2.stop()
+        assert len(bot.texts("bit")) == 2
+    finally:
+        await rt.stop()
+        await bot.stop()
+
+
+async def test_zalo_out_of_reach_for_a_month_is_told_once_not_at_the_first_failure(settings, clock, fake):
+    # Zalo's OAuth server cannot be reached (a firewall, a dead route): nothing refuses the pair.
+    rt, ch, _url = await _start(settings, clock, fake, zalo_oa_oauth_base="http://127.0.0.1:9")
+
+    def seed(s):
+        school = make_school(s)
+        make_person(s, school, "Đặng Minh Khoa", ["it"], link="zit", channel="zalo_oa")
+    rt.db.run_sync(seed)
+    try:
+        await ch.keep_alive()  # one failure is a passing fault: nobody is told
+        await rt.dispatcher.drain()
+        assert fake.texts("zit") == [] and ch.refresh_count == 1
+        clock.advance(days=31)  # still out of reach a month later: IT is told, once
+        await ch.keep_alive()
+        await ch.keep_alive()
+        await rt.dispatcher.drain()
+        (told,) = fake.texts("zit")
+        assert "oauth.zaloapp.com" in told and "ZALO_OA_REFRESH_TOKEN" in told
+        assert ch.refresh_count == 2  # tried again a month later; not at the very next tick
+    finally:
+        await rt.stop()

@@ -92,6 +92,8 @@ async def run_ours(args: argparse.Namespace) -> None:
         bot = channel.app.bot
         bot._request = (bot._request[0], _request(args.http or rt.settings.telegram_http_client, args))
     rt.services.host = None  # no clip extraction: see the module docstring
+    if args.no_chat_lock:  # what the conversation's lock in the database costs (run.py --chat-lock)
+        rt.dispatcher.chat_lock = False
     logging.getLogger("bot.flows.footage.steps").setLevel(logging.ERROR)  # its "will not be extracted" warning
     await rt.start(scheduler=args.scheduler)
     settle_heap()  # as main.py run does
@@ -203,6 +205,8 @@ def main() -> None:
                     help="the Bot API HTTP client (default: ours as configured, aiohttp; echo: httpx)")
     ap.add_argument("--pg-units", choices=["async", "thread"], default="async",
                     help="PostgreSQL units on the loop over asyncio (the product's default) or in worker threads")
+    ap.add_argument("--no-chat-lock", action="store_true",
+                    help="PostgreSQL: no conversation lock in the database (one process only: for measuring)")
     ap.add_argument("--web-chat", action="store_true", help="serve the web chat too")
     ap.add_argument("--scheduler", action="store_true", help="run the reminder scheduler")
     ap.add_argument("--pyinstrument", default="", help="write a pyinstrument profile of the event loop here")

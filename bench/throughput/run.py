@@ -73,11 +73,12 @@ class Phase:
     limiter: bool = False
     http: str = ""  # the Bot API HTTP client when not the bot's default (echo: httpx, ours: aiohttp)
     threads: bool = False  # PostgreSQL units in worker threads (the design before asyncio units)
+    chat_lock: bool = True  # PostgreSQL: the conversation's lock in the database (Dispatcher._mark)
 
     @property
     def name(self) -> str:
         extra = (("+limiter" if self.limiter else "") + (f"+{self.http}" if self.http else "")
-                 + ("+threads" if self.threads else ""))
+                 + ("+threads" if self.threads else "") + ("" if self.chat_lock else "+nolock"))
         return f"{self.bot}{extra}/{self.db}/{self.mode}"
 
 
@@ -131,6 +132,8 @@ class Bench:
                 bot_args.append("--limiter")
             if ph.threads:
                 bot_args += ["--pg-units", "thread"]
+            if not ph.chat_lock:
+                bot_args.append("--no-chat-lock")
             if a.pyinstrument:
                 bot_args += ["--pyinstrument", str(self.work / f"profile-{ph.db}-{ph.mode}.txt")]
         if a.pool:
@@ -244,6 +247,12 @@ async def main_async(args: argparse.Namespace) -> int:
                                  Phase("echo", "-", "rate", http="aiohttp"), Phase("ours", db, "rate", http="httpx")]
                     if args.pg_threads and db == "postgresql":  # the previous design, side by side
                         plan += [Phase("ours", db, "closed", threads=True), Phase("ours", db, "rate", threads=True)]
+                    if args.chat_lock and db == "postgresql":  # the conversation's database lock off, next
+                        # to each phase with it on (before it in odd repeats: drift hits both alike)
+                        plan = [q for p in plan for q in (
+                            (p, Phase(p.bot, p.db, p.mode, chat_lock=False))[::1 if rep % 2 == 0 else -1]
+                            if p.bot == "ours" and p.db == "postgresql" and not p.threads and not p.http
+                            and not p.limiter else (p,))]
                     if db != dbs[0]:
                         plan = [p for p in plan if p.bot == "ours"]  # the echo bot has no database
                     if args.only:
@@ -336,6 +345,25 @@ def summarize(results: list[dict[str, Any]], dbs: list[str], args: argparse.Name
         if p99_lim:
             print(f"  {db:<10} at {args.rate:g} updates/s offered, with the production AIORateLimiter (30 msg/s): "
                   f"kept up with {med(rate_lim):.1f}/s, p99 {med(p99_lim):.1f} ms")
+        lock = [(on, off) for rep in range(args.repeat) for mode in ("closed", "rate")
+                if (on := pick(rep, f"ours/{db}/{mode}")) and (off := pick(rep, f"ours+nolock/{db}/{mode}"))]
+        if lock:
+            closed = [(on, off) for on, off in lock if on["phase"].endswith("/closed")]
+            rated = [(on, off) for on, off in lock if on["phase"].endswith("/rate")]
+            if closed:
+                tp = [on["updates_per_s"] / off["updates_per_s"] for on, off in closed]
+                cpu = [on["bot_cpu_ms_per_update"] / off["bot_cpu_ms_per_update"] for on, off in closed]
+                srv = [on["pg_server_cpu_ms_per_update"] / off["pg_server_cpu_ms_per_update"] for on, off in closed
+                       if off.get("pg_server_cpu_ms_per_update")]
+                print(f"  {db:<10} conversation lock in the database, on / off (closed loop): updates/s "
+                      f"{med(tp):.2f} (each: {', '.join(f'{x:.2f}' for x in tp)}), bot CPU per update "
+                      f"{med(cpu):.2f}, server CPU per update {med(srv):.2f}")
+            if rated:
+                p99 = [(on["latency_ms"]["p99"], off["latency_ms"]["p99"]) for on, off in rated]
+                p50 = [(on["latency_ms"]["p50"], off["latency_ms"]["p50"]) for on, off in rated]
+                print(f"  {db:<10} conversation lock in the database at {args.rate:g}/s: p50 on {med([a for a, _ in p50]):.1f} / "
+                      f"off {med([b for _, b in p50]):.1f} ms; p99 on {med([a for a, _ in p99]):.1f} / off "
+                      f"{med([b for _, b in p99]):.1f} ms (each on/off: {', '.join(f'{a:.1f}/{b:.1f}' for a, b in p99)})")
     for db in dbs:
         by_step: dict[str, list[tuple[float, float]]] = {}
         for r in results:
@@ -373,6 +401,9 @@ def main() -> int:
                          "whose per-request cost grows with the connections it has opened)")
     ap.add_argument("--pg-threads", action="store_true",
                     help="also run ours on PostgreSQL with its units in worker threads (the previous design)")
+    ap.add_argument("--chat-lock", action="store_true",
+                    help="also run ours on PostgreSQL without the conversation's lock in the database, next to "
+                         "each phase with it (what the lock that keeps several processes in step costs)")
     ap.add_argument("--transports", action="store_true",
                     help="also run the echo bot over aiohttp and ours over httpx (the same HTTP client for both)")
     ap.add_argument("--lockstep", action="store_true",

@@ -68,6 +68,7 @@ from bot.core import (
     RetryLater,
 )
 from bot.i18n import Translator
+from bot.text import sanitize
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -499,7 +500,7 @@ class TelegramChannel:
         command: str | None = None
         args = ""
         if m.text:
-            cm = _COMMAND.match(m.text.strip())
+            cm = _COMMAND.match(sanitize(m.text).strip())  # "/camera\x00" is /camera (Inbound cleans the rest)
             if cm:
                 command, args = cm.group(1).lower(), (cm.group(3) or "").strip()
                 text = None

@@ -51,7 +51,7 @@ from bot.channels.http_body import read_body
 from bot.core import ChannelName, Inbound, MessageRef, Outbound, Reply
 from bot.i18n import N_, Translator
 from bot.roles import ROLE_TITLES, Role
-from bot.text import parse_id
+from bot.text import parse_id, sanitize, sanitize_line
 from storage.models import ChannelIdentity, Person, PersonStatus, School
 from storage.people import link_identity
 
@@ -524,13 +524,16 @@ class WebChat:
                                   "at": self.runtime.services.clock.now()}
         payload = body.get("payload")
         if isinstance(payload, str) and payload:
-            if len(payload.encode()) > 64:
+            payload = sanitize_line(payload)  # before measuring: a lone surrogate cannot be encoded
+            if not payload or len(payload.encode()) > 64:
                 return None
             return Inbound(payload=payload, **common)
         text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             return None
-        text = text.strip()
+        text = sanitize(text).strip()  # before reading a command: "/lich\x00" is /lich
+        if not text:
+            return None
         m = _COMMAND.match(text)
         if m:
             return Inbound(command=m.group(1).lower(), args=(m.group(2) or "").strip(), **common)
@@ -547,8 +550,9 @@ class WebChat:
         hist = self._history(chat)
         echo_id = f"u-{event_id}"
         if echo and echo_id not in hist.entries:
-            label = body.get("label") if msg.payload else str(body.get("text", "")).strip()
-            if isinstance(label, str) and label:
+            label = body.get("label") if msg.payload else str(body.get("text", ""))
+            label = sanitize(label).strip() if isinstance(label, str) else None
+            if label:
                 entry = hist.put(_Entry(id=echo_id, rev=0, sender="me", text=label[:4000]))
                 await self._push(chat, [entry.as_json()])
         try:

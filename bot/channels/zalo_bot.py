@@ -8,7 +8,13 @@ time, 403 otherwise; wrapped ``{"ok": true, "result": {...}}`` and bare bodies a
 
 Buttons become a numbered list appended to the text; the person answers ``1``, ``2`` … or the label
 (case and diacritics forgiven) and the answer is resolved here, on the server, into the payload.
-Photos go out by URL (``sendPhoto`` with an expiring link served by the bot); other files as a link."""
+Photos go out by URL (``sendPhoto`` with an expiring link served by the bot); other files as a link.
+
+Private chats only: a message from a group chat (``message.chat.chat_type`` other than ``PRIVATE``,
+or a chat id other than the sender's) is never handed to the core — it gets one short reply asking
+to write to the bot privately, so no account is linked to a group. Nothing else is ever sent to a
+group: a chat seen as a group, or an account whose chat id is not its own user id (linked from a
+group by an earlier version), is refused at send time (approval cards, clip links, passwords)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
+from sqlmodel import Session, col, select
 
 from bot.channels.http_body import read_body
 from bot.channels.zalo_common import (
@@ -43,6 +50,8 @@ from bot.channels.zalo_common import (
 )
 from bot.core import ChannelName, Inbound, MessageRef, Outbound, Reply
 from bot.i18n import Translator
+from bot.text import sanitize
+from storage.models import ChannelIdentity, KeyValue, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,9 @@ class ZaloBotChannel:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._stopping = False
+        self._groups: set[str] = set()  # chat ids known to be groups: nothing is sent there
+        self._private: set[str] = set()  # chat ids checked to be a person's own chat
+        self.refused_group_sends = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def setup_routes(self, app: web.Application) -> None:
@@ -211,7 +223,58 @@ class ZaloBotChannel:
         return event_key(update, "message_id")
 
     async def _process(self, update: dict[str, Any], key: str) -> None:
+        group = group_chat(update)
+        if group is not None:
+            await self._answer_group(group)
+            return
         await dispatch_event(self.runtime, self._to_inbound, update, key, "Zalo Bot")
+
+    # -- group chats ---------------------------------------------------------------------------
+    @staticmethod
+    def _group_key(chat_id: str) -> str:
+        return f"zalo_bot.group.{chat_id}"[:120]
+
+    async def _answer_group(self, chat_id: str) -> None:
+        """A message in a group: remember the group (nothing else is ever sent there) and answer only
+        that the bot works in private chats."""
+        self._groups.add(chat_id)
+        self._private.discard(chat_id)
+        key = self._group_key(chat_id)
+
+        def _save(s: Session) -> None:
+            if s.get(KeyValue, key) is None:
+                s.add(KeyValue(key=key, value="group", updated_at=utcnow()))
+        try:
+            await self.db.run(_save)
+        except Exception:  # another process recorded it at the same moment
+            log.info("Zalo Bot: group chat already recorded")
+        tr = Translator(self.settings.default_locale, self.settings.tz)
+        text = html_to_plain(tr.t("I only answer in private chats. Please write to me directly, not in a group: "
+                                  "open my profile and tap “Message”."))
+        log.info("Zalo Bot: a message in a group chat got the private-chat hint")
+        try:
+            await self._send_text(chat_id, text)
+        except ZaloBotError as exc:
+            log.warning("Zalo Bot: the private-chat hint to a group failed (%s)", exc.code)
+
+    async def is_group(self, chat_id: str) -> bool:
+        """Whether ``chat_id`` is a group: seen as one, or the chat of an account that is not the
+        account's own (linked from inside a group). A person's private chat id is their user id."""
+        if chat_id in self._groups:
+            return True
+        if chat_id in self._private:
+            return False
+        key = self._group_key(chat_id)
+
+        def _check(s: Session) -> bool:
+            if s.get(KeyValue, key) is not None:
+                return True
+            owners = s.exec(select(ChannelIdentity.external_id).where(
+                ChannelIdentity.channel == self.name, col(ChannelIdentity.chat_id) == chat_id)).all()
+            return any(owner != chat_id for owner in owners)
+        group = await self.db.run(_check)
+        (self._groups if group else self._private).add(chat_id)
+        return group
 
     async def _to_inbound(self, update: dict[str, Any], key: str) -> Inbound | None:
         name = str(update.get("event_name", ""))
@@ -239,6 +302,7 @@ class ZaloBotChannel:
         return Inbound(**base)  # sticker, unsupported …: no content; the core answers
 
     async def _text_inbound(self, base: dict[str, Any], text: str) -> Inbound:
+        text = sanitize(text)  # before a command or a menu number is read from it, as Inbound would
         stripped = text.strip()
         if looks_like_payload(stripped, self.runtime.registry):
             return Inbound(**base, payload=stripped)
@@ -257,6 +321,12 @@ class ZaloBotChannel:
         return str(mid) if mid is not None else None
 
     async def send(self, out: Outbound) -> str | None:
+        if await self.is_group(out.chat_id):
+            # an approval card, a clip link or a password must never reach a whole group
+            self.refused_group_sends += 1
+            log.warning("Zalo Bot: a message for person %s addressed to a group chat was not sent; they must "
+                        "write to the bot privately once", out.person_id)
+            return None
         reply = out.reply
         tr: Translator | None = None
 
@@ -310,4 +380,21 @@ class ZaloBotChannel:
         return False
 
 
-__all__ = ["ZaloBotChannel", "ZaloBotError"]
+def group_chat(update: dict[str, Any]) -> str | None:
+    """The chat id of an update from a group chat: ``chat_type`` other than ``PRIVATE``, or a chat id
+    other than the sender's (a private chat's id is the person's own; an account linked to any other
+    chat would be refused at every send); None for a private chat."""
+    msg = update.get("message")
+    if not isinstance(msg, dict):
+        return None
+    chat = msg.get("chat") if isinstance(msg.get("chat"), dict) else {}
+    sender = msg.get("from") if isinstance(msg.get("from"), dict) else {}
+    chat_id = str((chat or {}).get("id") or "")
+    user_id = str((sender or {}).get("id") or "")
+    kind = str((chat or {}).get("chat_type") or "").strip().upper()
+    if kind and kind != "PRIVATE":
+        return chat_id or "?"
+    return chat_id if chat_id and user_id and chat_id != user_id else None
+
+
+__all__ = ["ZaloBotChannel", "ZaloBotError", "group_chat"]

@@ -19,7 +19,7 @@ import logging
 import mimetypes
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,14 +27,28 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from bot.core import CHOICE, Button, FileRef, Keyboard, OutFile, Registry
+from bot.core import (
+    CHOICE,
+    Button,
+    FileRef,
+    Keyboard,
+    Outbound,
+    OutFile,
+    Registry,
+    Reply,
+    destinations,
+    reply_to_payload,
+)
+from bot.engine.reminders import notice_key
 from bot.i18n import Translator, escape
 from bot.text import fold, parse_id
 from storage import audit
 from storage.db import Database
-from storage.models import KeyValue, Person, utcnow
+from storage.models import KeyValue, Notice, NoticeStatus, Person, School, utcnow
+from storage.people import people_with_roles
 
 log = logging.getLogger(__name__)
 
@@ -420,10 +434,53 @@ class WindowClosed(Exception):
     """Zalo refused a message because the person's messaging window is closed (OA error -230)."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Telling the school's staff about a problem of the channel itself (tokens, quota)
+# ---------------------------------------------------------------------------------------------
+async def tell_staff(runtime: Any, *, rule: str, period: str, roles: Sequence[str], make: Callable[[Translator], Reply],
+                     fallback_roles: Sequence[str] = (), avoid: str = "") -> int:
+    """Tell the people holding ``roles`` in every school (``fallback_roles`` where a school has none)
+    once per ``period``: each message is a ``notice`` row keyed ``rule|person|period``, written in the
+    unit that sends it, so restarts and other bot processes never repeat it. Each goes to a channel of
+    the person other than ``avoid`` (the channel in trouble) when they have one; a person with none
+    linked gets it when they next write. Returns how many were queued now."""
+    queued = 0
+
+    def unit(ctx: Any) -> None:
+        nonlocal queued
+        s: Session = ctx.session
+        for school in s.exec(select(School).order_by(col(School.id))).all():
+            people = people_with_roles(s, school_id=school.id or 0, roles=list(roles))
+            if not people and fallback_roles:
+                people = people_with_roles(s, school_id=school.id or 0, roles=list(fallback_roles))
+            for person in people:
+                key = notice_key(rule, person.id, period)
+                if s.exec(select(Notice.id).where(Notice.key == key)).first() is not None:
+                    continue
+                reply = make(ctx.translator_for(person))
+                row = Notice(key=key, school_id=school.id, rule=rule, person_id=person.id, period=period,
+                             created_at=ctx.now, payload=reply_to_payload(reply), status=NoticeStatus.HELD)
+                dests = sorted(destinations(s, person), key=lambda d: d[0] == avoid)
+                if dests:
+                    row.channel, row.chat_id = dests[0]
+                    row.status, row.sent_at = NoticeStatus.SENT, ctx.now
+                    ctx.outbox.append(Outbound(row.channel, row.chat_id, reply, person.id))
+                    queued += 1
+                s.add(row)
+        s.flush()
+
+    try:
+        await runtime.dispatcher.run_unit(unit, channel="system")
+    except IntegrityError:  # another process told them at the same moment
+        log.info("%s %s: already told by another process", rule, period)
+        return 0
+    return queued
+
+
 __all__ = [
     "LINK_TTL", "MediaLink", "MediaLinks", "MenuStore", "TEXT_LIMIT", "WindowClosed", "begin_reply",
     "download", "end_reply", "file_size", "flat_buttons", "html_to_plain", "link_text", "looks_like_payload",
-    "numbered_list", "parse_command", "split_text", "translator_for",
+    "numbered_list", "parse_command", "split_text", "tell_staff", "translator_for",
 ]
 
 

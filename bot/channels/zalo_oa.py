@@ -10,11 +10,20 @@ Out: plain text (the catalogue's safe HTML is stripped) split under 2000 charact
 a typed ``1``, ``2`` … resolves; images re-compressed under 1 MB and uploaded; PDF/DOC/DOCX under
 5 MB uploaded as files; everything else (video, spreadsheets …) as an expiring link served by the bot.
 
-Tokens: the access token goes in the ``access_token`` header; it is refreshed under a lock and the
-new pair is stored in the ``KeyValue`` table *before* use (a refresh token works only once); HTTP 401
-or error -216 refreshes once and retries once. Messaging windows: a person can be written to for
-48 hours (free replies) and up to 7 days (consultation) after they last wrote; beyond, Zalo answers
--230 and :func:`reach_window` / :meth:`ZaloOAChannel.can_reach` tell the reminder engine so."""
+Tokens: the access token goes in the ``access_token`` header; the pair lives in the ``KeyValue`` table,
+shared by every bot process on the database. A refresh is made by one process at a time (a PostgreSQL
+advisory lock; one process per SQLite file), which reads the stored pair again once it holds the lock:
+if another process refreshed meanwhile, its pair is used and no refresh is made; otherwise the stored
+refresh token (it works only once) is exchanged and the new pair stored *before* use. HTTP 401 or
+error -216 makes a process take the stored pair, or refresh, once and retry once. The scheduler keeps
+the pair alive when nothing is sent (:meth:`ZaloOAChannel.keep_alive`), and a refresh Zalo refuses is
+told to IT and the principal once. A pair set in the environment replaces the stored one when it
+changes (new tokens from the Zalo developer page, then a restart). Quota: the ``quota`` of each send's
+answer is read; IT is told once when the OA's package runs low or a send is refused for quota.
+
+Messaging windows: a person can be written to for 48 hours (free replies) and up to 7 days
+(consultation) after they last wrote; beyond, Zalo answers -230 and :func:`reach_window` /
+:meth:`ZaloOAChannel.can_reach` tell the reminder engine so."""
 
 from __future__ import annotations
 
@@ -24,15 +33,19 @@ import hmac
 import io
 import json
 import logging
-import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
-from sqlmodel import Session
+from sqlalchemy import Table, delete, insert, text
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 
 from bot.channels.http_body import read_body
 from bot.channels.zalo_common import (
@@ -51,12 +64,16 @@ from bot.channels.zalo_common import (
     numbered_list,
     parse_command,
     split_text,
+    tell_staff,
     translator_for,
 )
 from bot.core import Button, ChannelName, Contact, Inbound, MessageRef, Outbound, OutFile, Reply
 from bot.core.windows import MESSAGING_WINDOWS
 from bot.i18n import Translator
-from storage.models import ChannelIdentity, KeyValue, utcnow
+from bot.roles import Role
+from bot.text import sanitize
+from storage.db import Database
+from storage.models import ChannelIdentity, KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +87,132 @@ DOC_EXTENSIONS = {".pdf", ".doc", ".docx"}
 FREE_WINDOW = timedelta(hours=48)
 CONSULT_WINDOW = MESSAGING_WINDOWS[ChannelName.ZALO_OA]
 KV_ACCESS, KV_REFRESH, KV_EXPIRES = "zalo_oa.access_token", "zalo_oa.refresh_token", "zalo_oa.expires_at"
+#: a fingerprint of the environment's refresh token when it was last taken (a new one there replaces the stored pair)
+KV_ENV = "zalo_oa.env_pair"
 ERR_TOKEN = -216
 ERR_WINDOW = -230
+#: Zalo's "out of quota" answer to a send (the OA's message package is used up)
+ERR_QUOTA = -211
+#: PostgreSQL advisory lock (second key: the schema) held by the one process refreshing the pair
+TOKEN_LOCK_KEY = 7318203
+TOKEN_LOCK_WAIT = "60s"
+#: the scheduler refreshes the pair when the access token (about 25 h) has less than this left …
+KEEPALIVE_AHEAD = timedelta(hours=2)
+#: … or when the refresh token (about 3 months, single use) is older than this, sends or none
+KEEPALIVE_MAX_AGE = timedelta(days=7)
+#: after a keep-alive refresh got no answer from Zalo, the next try waits this long
+KEEPALIVE_RETRY = timedelta(minutes=5)
+#: a refresh that keeps failing without an answer from Zalo (network) is reported once the stored
+#: pair is this old (two months left before the refresh token expires)
+REPORT_UNREACHABLE_AFTER = timedelta(days=30)
+#: IT is told when the OA's package has at most this share of its messages left, or QUOTA_LOW_MIN
+QUOTA_LOW_SHARE = 0.1
+QUOTA_LOW_MIN = 20
+ALERT_TOKEN, ALERT_QUOTA = "zalo_oa.token", "zalo_oa.quota"
 
 
 class ZaloOAError(Exception):
-    """A Zalo OA API call failed (``code`` is Zalo's error number or the HTTP status)."""
+    """A Zalo OA API call failed (``code`` is Zalo's error number or the HTTP status).
 
-    def __init__(self, code: int, message: str = "") -> None:
+    ``refused``: Zalo answered and said no (as opposed to no answer at all: network, server error)."""
+
+    def __init__(self, code: int, message: str = "", *, refused: bool = True) -> None:
         super().__init__(f"Zalo OA error {code}: {message}")
         self.code = code
+        self.refused = refused
+
+
+class QuotaExceeded(ZaloOAError):
+    """Zalo refused a send because the OA's message quota (its paid package) is used up."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """The token pair as stored; ``issued_at``: when its refresh token was stored (its age)."""
+
+    access: str
+    refresh: str
+    expires_at: float | None
+    issued_at: datetime | None
+
+
+def _kv() -> Table:
+    return cast(Table, KeyValue.__table__)  # type: ignore[attr-defined]
+
+
+def token_mark(refresh_token: str) -> str:
+    """A fingerprint of a refresh token (the token itself is not stored twice)."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()[:24]
+
+
+def _read_pair(conn: Connection) -> tuple[TokenPair | None, str]:
+    """The stored pair (None if there is none) and the fingerprint of the environment's last pair."""
+    kv = _kv()
+    rows = {k: (v, at) for k, v, at in conn.execute(
+        sa_select(kv.c.key, kv.c.value, kv.c.updated_at).where(kv.c.key.in_([KV_ACCESS, KV_REFRESH, KV_EXPIRES,
+                                                                              KV_ENV])))}
+    env_seen = rows.get(KV_ENV, ("", None))[0]
+    access, refresh = rows.get(KV_ACCESS, ("", None))[0], rows.get(KV_REFRESH, ("", None))
+    if not access or not refresh[0]:
+        return None, env_seen
+    try:
+        expires_at: float | None = float(rows.get(KV_EXPIRES, ("", None))[0]) or None
+    except ValueError:
+        expires_at = None
+    return TokenPair(access, refresh[0], expires_at, refresh[1]), env_seen
+
+
+def _write_pair(conn: Connection, values: dict[str, str], now: datetime) -> None:
+    kv = _kv()
+    conn.execute(delete(kv).where(kv.c.key.in_(list(values))))
+    conn.execute(insert(kv), [{"key": k, "value": v, "updated_at": now} for k, v in values.items()])
+
+
+def _lock_pair(conn: Connection) -> None:
+    conn.execute(text(f"SET LOCAL lock_timeout = '{TOKEN_LOCK_WAIT}'"))
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": TOKEN_LOCK_KEY})
+
+
+def _close(conn: Connection) -> None:
+    try:
+        conn.rollback()  # a transaction still open (an error): its lock goes with it
+    finally:
+        conn.close()
+
+
+class _PairTx:
+    """The stored pair inside the guard: read and written on the guard's connection (PostgreSQL), or
+    as units of their own (SQLite: one process per file, the channel's lock is the guard)."""
+
+    def __init__(self, db: Database, conn: Connection | None) -> None:
+        self.db, self.conn = db, conn
+
+    async def read(self) -> tuple[TokenPair | None, str]:
+        if self.conn is None:
+            return await self.db.run(lambda s: _read_pair(s.connection()))
+        return await asyncio.to_thread(_read_pair, self.conn)
+
+    async def write(self, values: dict[str, str], now: datetime) -> None:
+        if self.conn is None:
+            await self.db.run(lambda s: _write_pair(s.connection(), values, now))
+        else:
+            await asyncio.to_thread(_write_pair, self.conn, values, now)
+
+
+@asynccontextmanager
+async def pair_guard(db: Database) -> AsyncIterator[_PairTx]:
+    """Hold the token pair for one process: on PostgreSQL a transaction-level advisory lock on a
+    connection of its own, released when what was written commits (or is rolled back)."""
+    if db.is_sqlite:
+        yield _PairTx(db, None)
+        return
+    conn = await asyncio.to_thread(db.engine.connect)
+    try:
+        await asyncio.to_thread(_lock_pair, conn)
+        yield _PairTx(db, conn)
+        await asyncio.to_thread(conn.commit)
+    finally:
+        await asyncio.to_thread(_close, conn)
 
 
 def reach_window(last_seen_at: datetime | None, now: datetime) -> str:
@@ -146,8 +279,12 @@ class ZaloOAChannel:
         self.access_token = self.settings.zalo_oa_access_token
         self.refresh_token = self.settings.zalo_oa_refresh_token
         self.expires_at: float | None = None  # epoch seconds; None: unknown (use until refused)
-        self.refresh_count = 0
+        self.refresh_count = 0  # refresh calls this process made to Zalo
         self._token_lock = asyncio.Lock()
+        self._refused_refresh = ""  # a refresh token Zalo refused: not offered again
+        self._told: set[str] = set()  # alerts this process already handled (the database keeps them once)
+        self.quota: dict[str, Any] = {}  # the last ``quota`` Zalo reported with a send
+        self._keepalive_after: datetime | None = None  # after a failure without an answer from Zalo
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -180,71 +317,226 @@ class ZaloOAChannel:
         return self._http
 
     # -- tokens --------------------------------------------------------------------------------
+    def _now(self) -> datetime:
+        return self.runtime.services.clock.now()  # type: ignore[no-any-return]
+
+    def _use(self, pair: TokenPair) -> None:
+        self.access_token, self.refresh_token, self.expires_at = pair.access, pair.refresh, pair.expires_at
+
     async def _load_tokens(self) -> None:
-        """Prefer the persisted pair (it replaced the environment's after the first refresh)."""
-        def _get(s: Session) -> dict[str, str]:
-            out = {}
-            for key in (KV_ACCESS, KV_REFRESH, KV_EXPIRES):
-                row = s.get(KeyValue, key)
-                if row is not None and row.value:
-                    out[key] = row.value
-            return out
-        stored = await self.db.run(_get)
-        if stored.get(KV_ACCESS) and stored.get(KV_REFRESH):
-            self.access_token, self.refresh_token = stored[KV_ACCESS], stored[KV_REFRESH]
-            try:
-                self.expires_at = float(stored.get(KV_EXPIRES, "")) or None
-            except ValueError:
-                self.expires_at = None
+        """Take the stored pair (it replaced the environment's after the first refresh), unless the
+        environment carries a new pair (an administrator set new tokens): then that one, stored."""
+        env_access, env_refresh = self.settings.zalo_oa_access_token, self.settings.zalo_oa_refresh_token
+        mark = token_mark(env_refresh) if env_refresh else ""
+        async with self._token_lock, pair_guard(self.db) as tx:
+            stored, env_seen = await tx.read()
+            # The stored pair wins unless the environment's changed since it was last taken (an
+            # earlier version recorded nothing: its environment pair is the one it started from).
+            if stored is not None and (not mark or not env_seen or mark == env_seen or stored.refresh == env_refresh):
+                self._use(stored)
+                if mark and env_seen != mark:
+                    await tx.write({KV_ENV: mark}, self._now())
+                return
+            if not (env_access and env_refresh):
+                return
+            if stored is not None:
+                log.warning("Zalo OA: new tokens in the environment replace the stored pair")
+            self.access_token, self.refresh_token, self.expires_at = env_access, env_refresh, None
+            await tx.write({KV_ACCESS: env_access, KV_REFRESH: env_refresh, KV_EXPIRES: "", KV_ENV: mark},
+                           self._now())
 
-    async def _persist_tokens(self, access: str, refresh: str, expires_at: float) -> None:
-        def _save(s: Session) -> None:
-            for key, value in ((KV_ACCESS, access), (KV_REFRESH, refresh), (KV_EXPIRES, str(expires_at))):
-                row = s.get(KeyValue, key) or KeyValue(key=key)
-                row.value, row.updated_at = value, utcnow()
-                s.add(row)
-        await self.db.run(_save)
+    async def refresh(self, stale: str | None = None, *, keepalive: bool = False) -> bool:
+        """Get a valid pair: the one another process stored, or a new one from Zalo.
 
-    async def refresh(self, stale: str | None = None) -> None:
-        """Exchange the refresh token for a new pair, once even when several sends ask at once.
-
-        ``stale`` is the access token the caller saw refused: if another task replaced it meanwhile,
-        nothing is done. The new pair is stored before it is used."""
+        ``stale`` is the access token the caller saw refused (or about to expire): if this process
+        or another one replaced it meanwhile, the newer pair is used and nothing is asked of Zalo.
+        ``keepalive``: the scheduler's check, which refreshes only when the pair is due
+        (:data:`KEEPALIVE_AHEAD`, :data:`KEEPALIVE_MAX_AGE`). The new pair is stored before it is
+        used. True when a refresh was made; :class:`ZaloOAError` when it failed."""
         async with self._token_lock:
             if stale is not None and self.access_token != stale:
-                return
-            if not self.refresh_token:
-                raise ZaloOAError(ERR_TOKEN, "access token expired and no refresh token is configured")
-            self.refresh_count += 1
+                return False
+            async with pair_guard(self.db) as tx:
+                stored, _env_seen = await tx.read()
+                if stored is not None and stored.access != self.access_token:
+                    self._use(stored)  # another process refreshed: its pair is the one
+                    if stale is not None or not keepalive:
+                        log.info("Zalo OA: using the token pair another process stored")
+                        return False
+                if keepalive and not self._due(stored):
+                    return False
+                refresh_token = stored.refresh if stored is not None else self.refresh_token
+                if not refresh_token:
+                    raise ZaloOAError(ERR_TOKEN, "access token expired and no refresh token is configured")
+                if refresh_token == self._refused_refresh:
+                    raise ZaloOAError(ERR_TOKEN, "the refresh token was refused; new tokens are needed")
+                access, new_refresh, expires_in = await self._exchange(refresh_token)
+                now = self._now()
+                expires_at = now.timestamp() + expires_in
+                # stored before use: the old refresh token is spent
+                await tx.write({KV_ACCESS: access, KV_REFRESH: new_refresh, KV_EXPIRES: str(expires_at)}, now)
+            self.access_token, self.refresh_token, self.expires_at = access, new_refresh, expires_at
+            log.info("Zalo OA access token refreshed (valid %d s)", int(expires_in))
+            return True
+
+    def _due(self, stored: TokenPair | None) -> bool:
+        """Whether the scheduler should refresh now: the access token runs out soon (or its expiry is
+        unknown), or the refresh token has aged (it must be used well before its three months)."""
+        now = self._now()
+        expires_at = stored.expires_at if stored is not None else self.expires_at
+        if expires_at is None or expires_at - now.timestamp() < KEEPALIVE_AHEAD.total_seconds():
+            return True
+        return stored is None or stored.issued_at is None or now - stored.issued_at >= KEEPALIVE_MAX_AGE
+
+    async def _exchange(self, refresh_token: str) -> tuple[str, str, float]:
+        """One call to Zalo's OAuth endpoint: (access token, refresh token, seconds it is valid)."""
+        self.refresh_count += 1
+        try:
             async with self.http.post(
                     f"{self.oauth_base}/v4/oa/access_token",
-                    data={"refresh_token": self.refresh_token, "app_id": self.settings.zalo_oa_app_id,
+                    data={"refresh_token": refresh_token, "app_id": self.settings.zalo_oa_app_id,
                           "grant_type": "refresh_token"},
                     headers={"secret_key": self.settings.zalo_oa_app_secret}) as resp:
+                status = resp.status
                 try:
                     body = await resp.json(content_type=None)
                 except (ValueError, aiohttp.ContentTypeError):
-                    body = {}
-            access = str(body.get("access_token") or "") if isinstance(body, dict) else ""
-            refresh = str(body.get("refresh_token") or "") if isinstance(body, dict) else ""
-            if resp.status != 200 or not access or not refresh:
-                code = int(body.get("error", resp.status)) if isinstance(body, dict) else resp.status
-                log.error("Zalo OA token refresh failed (error %s); check ZALO_OA_REFRESH_TOKEN", code)
-                raise ZaloOAError(code, "token refresh failed")
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("Zalo OA token refresh: no answer from Zalo (%s)", type(exc).__name__)
+            raise ZaloOAError(-1, "token refresh unreachable", refused=False) from None
+        if not isinstance(body, dict) or status >= 500:
+            log.warning("Zalo OA token refresh: unreadable answer (HTTP %s)", status)
+            raise ZaloOAError(status, "token refresh answer unreadable", refused=False)
+        access, refresh = str(body.get("access_token") or ""), str(body.get("refresh_token") or "")
+        if status != 200 or not access or not refresh:
             try:
-                expires_in = float(body.get("expires_in") or 3600)
+                code = int(body.get("error", status) or status)
             except (TypeError, ValueError):
-                expires_in = 3600.0
-            expires_at = time.time() + expires_in
-            await self._persist_tokens(access, refresh, expires_at)  # before use: the old refresh token is spent
-            self.access_token, self.refresh_token, self.expires_at = access, refresh, expires_at
-            log.info("Zalo OA access token refreshed (valid %d s)", int(expires_in))
+                code = status
+            self._refused_refresh = refresh_token
+            log.error("Zalo OA token refresh refused (error %s): new tokens are needed", code)
+            raise ZaloOAError(code, "token refresh refused")
+        try:
+            expires_in = float(body.get("expires_in") or 3600)
+        except (TypeError, ValueError):
+            expires_in = 3600.0
+        return access, refresh, expires_in
+
+    async def keep_alive(self) -> None:
+        """Scheduler job (one process: the scheduler's leader): refresh the pair when it is due,
+        whether or not anything was sent (a summer without messages must not let it expire). A
+        failure is told to IT and the principal once (:meth:`_report_refresh_failure`)."""
+        now = self._now()
+        if self._keepalive_after is not None and now < self._keepalive_after:
+            return
+        try:
+            await self.refresh(keepalive=True)
+        except ZaloOAError as exc:
+            if not exc.refused:  # no answer: not again at every tick
+                self._keepalive_after = now + KEEPALIVE_RETRY
+            await self._report_refresh_failure(exc)
+        else:
+            self._keepalive_after = None
+
+    def scheduled_jobs(self) -> list[tuple[str, Any]]:
+        """Periodic work for the runtime's scheduler (see :class:`bot.runtime.ScheduledChannel`)."""
+        return [("zalo_oa_keepalive", self.keep_alive)]
+
+    async def _report_refresh_failure(self, exc: ZaloOAError) -> None:
+        """Tell IT and the principal of every school, once per refused refresh token, what to do. A
+        failure without an answer from Zalo (network) is told only once the pair has aged."""
+        if not exc.refused:
+            stored, _ = await self.db.run(lambda s: _read_pair(s.connection()))
+            issued = stored.issued_at if stored is not None else None
+            if issued is None or self._now() - issued < REPORT_UNREACHABLE_AFTER:
+                return
+        period = "refresh:" + token_mark(self._refused_refresh or self.refresh_token or "-")
+        code = exc.code
+
+        refused = exc.refused
+
+        def make(tr: Translator) -> Reply:
+            if not refused:
+                return Reply(tr.t(
+                    "⚠️ For weeks the school assistant has not reached Zalo to renew its access to the "
+                    "school's Zalo Official Account. If it cannot before the refresh token expires (about 3 "
+                    "months after it was issued), messages through Zalo OA stop.\n\nWhat to do: check that "
+                    "the bot's server can reach oauth.zaloapp.com. If the access is lost, sign in at "
+                    "developers.zalo.me, create a new access token and refresh token for the OA, put them "
+                    "in <code>ZALO_OA_ACCESS_TOKEN</code> and <code>ZALO_OA_REFRESH_TOKEN</code> (the bot's "
+                    ".env file) and restart the bot."))
+            return Reply(tr.t(
+                "⚠️ The school assistant could not renew its access to the school's Zalo Official Account "
+                "(Zalo answered: error {code}). Messages through Zalo OA will stop when the current access "
+                "token runs out.\n\nWhat to do: sign in at developers.zalo.me, open the app linked to the "
+                "OA, create a new access token and refresh token for the OA, put them in "
+                "<code>ZALO_OA_ACCESS_TOKEN</code> and <code>ZALO_OA_REFRESH_TOKEN</code> (the bot's .env "
+                "file) and restart the bot.", code=code))
+        await self._tell(ALERT_TOKEN, period, (Role.IT, Role.PRINCIPAL), make)
+
+    async def _tell(self, rule: str, period: str, roles: tuple[str, ...], make: Any,
+                    fallback: tuple[str, ...] = ()) -> None:
+        key = f"{rule}|{period}"
+        if key in self._told:
+            return
+        self._told.add(key)  # at once: the sends noticing the same thing meanwhile do not queue it again
+        try:
+            await tell_staff(self.runtime, rule=rule, period=period, roles=roles, fallback_roles=fallback,
+                             make=make, avoid=self.name)
+        except Exception:
+            self._told.discard(key)  # tried again when noticed again
+            raise
+
+    # -- quota ---------------------------------------------------------------------------------
+    def _read_quota(self, data: Any) -> None:
+        """The ``quota`` Zalo reports with each send (``quota_type``, ``remain``, ``total`` …): IT is
+        told once when the OA's package runs low. ``reply`` (the 8 free replies within 48 h of a
+        person's message) belongs to one person's window, not to the package."""
+        quota = data.get("quota") if isinstance(data, dict) else None
+        if not isinstance(quota, dict):
+            return
+        self.quota = dict(quota)
+        kind = str(quota.get("quota_type") or "")
+        try:
+            remain, total = int(quota.get("remain")), int(quota.get("total") or 0)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        if kind == "reply" or remain > max(QUOTA_LOW_MIN, int(total * QUOTA_LOW_SHARE)):
+            return
+        period = f"low:{kind or '-'}:{str(quota.get('expired_date') or self._month())[:40]}"
+
+        def make(tr: Translator) -> Reply:
+            return Reply(tr.t(
+                "⚠️ The school's Zalo Official Account is running out of messages: {remain} of {total} left "
+                "in its package. When none are left, the bot cannot send through Zalo OA. Sending from an "
+                "OA through the API needs Zalo's paid OA package: renew or top it up on oa.zalo.me.",
+                remain=tr.number(remain), total=tr.number(total)))
+        self._spawn_tell(ALERT_QUOTA, period, make)
+
+    def _quota_refused(self, code: int) -> None:
+        def make(tr: Translator) -> Reply:
+            return Reply(tr.t(
+                "⛔ Zalo refused to send a message from the school's Official Account: its message quota is "
+                "used up (error {code}). Until the OA's paid package is renewed or topped up on oa.zalo.me, "
+                "people reached only through Zalo OA get no messages from the bot.", code=code))
+        self._spawn_tell(ALERT_QUOTA, f"out:{self._month()}", make)
+
+    def _month(self) -> str:
+        return self._now().astimezone(self.settings.tz).strftime("%Y-%m")
+
+    def _spawn_tell(self, rule: str, period: str, make: Any) -> None:
+        if f"{rule}|{period}" in self._told:
+            return
+        # in the background: the send that noticed it is not held up (and holds no lock the warning needs)
+        self.runtime.dispatcher.spawn(self._tell(rule, period, (Role.IT,), make, fallback=(Role.PRINCIPAL,)))
 
     async def _call(self, path: str, *, json_body: dict[str, Any] | None = None,
                     form: aiohttp.FormData | None = None, build_form: Any = None) -> dict[str, Any]:
-        """POST to the OA API; refresh-and-retry once on HTTP 401 / error -216; raise on any error."""
-        if self.expires_at is not None and self.expires_at - time.time() < 60:
-            await self.refresh(self.access_token)
+        """POST to the OA API; on HTTP 401 / error -216 take the stored pair or refresh, and retry
+        once; raise on any error."""
+        if self.expires_at is not None and self.expires_at - self._now().timestamp() < 60:
+            await self._refresh_or_report(self.access_token)
         for attempt in (1, 2):
             token = self.access_token
             data = build_form() if build_form is not None else form
@@ -263,17 +555,30 @@ class ZaloOAChannel:
                 code = -1
             if status == 401 or code == ERR_TOKEN:
                 if attempt == 1:
-                    await self.refresh(token)
+                    await self._refresh_or_report(token)
                     continue
                 raise ZaloOAError(ERR_TOKEN, "access token refused after refresh")
             if status != 200:
-                raise ZaloOAError(status, "HTTP error")
+                raise ZaloOAError(status, "HTTP error", refused=status < 500)
             if code != 0:
+                message = str(body.get("message", ""))
                 if code == ERR_WINDOW:
-                    raise WindowClosed(str(body.get("message", "")))
-                raise ZaloOAError(code, str(body.get("message", "")))
+                    raise WindowClosed(message)
+                if code == ERR_QUOTA or "quota" in message.lower():
+                    log.error("Zalo OA: send refused, the OA's message quota is used up (error %s)", code)
+                    self._quota_refused(code)
+                    raise QuotaExceeded(code, message)
+                raise ZaloOAError(code, message)
             return body
         raise ZaloOAError(ERR_TOKEN, "unreachable")  # pragma: no cover
+
+    async def _refresh_or_report(self, stale: str) -> None:
+        try:
+            await self.refresh(stale)
+        except ZaloOAError as exc:
+            if exc.refused:
+                self.runtime.dispatcher.spawn(self._report_refresh_failure(exc))
+            raise
 
     # -- inbound -------------------------------------------------------------------------------
     async def _webhook(self, request: web.Request) -> web.Response:
@@ -368,6 +673,7 @@ class ZaloOAChannel:
         return None  # seen/received receipts, unfollow, …
 
     async def _text_inbound(self, base: dict[str, Any], text: str) -> Inbound:
+        text = sanitize(text)  # before a command or a menu number is read from it, as Inbound would
         stripped = text.strip()
         if looks_like_payload(stripped, self.runtime.registry):
             return Inbound(**base, payload=stripped)
@@ -384,6 +690,7 @@ class ZaloOAChannel:
         body = await self._call("/v3.0/oa/message/cs", json_body={"recipient": {"user_id": chat_id},
                                                                    "message": message})
         data = body.get("data") or {}
+        self._read_quota(data)
         mid = data.get("message_id") if isinstance(data, dict) else None
         return str(mid) if mid is not None else None
 

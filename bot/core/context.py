@@ -144,6 +144,9 @@ def destinations(session: Session, person: Person) -> list[tuple[str, str]]:
     rows = session.exec(select(ChannelIdentity).where(ChannelIdentity.person_id == person.id,
                                                       col(ChannelIdentity.active).is_(True))
                         .order_by(col(ChannelIdentity.last_seen_at).desc(), col(ChannelIdentity.id))).all()
+    # Only a private chat is written to: its chat is the account itself on every channel. An identity
+    # linked from a group by an older version (Zalo Bot) is skipped until its owner writes privately.
+    rows = [r for r in rows if r.chat_id == r.external_id]
     pref = person.preferred_channel
     # The preferred channel first; the web chat (a browser tab that may be closed) only when the
     # person has no messenger linked, however recently they used it.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Integer, String, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -39,7 +40,11 @@ log = logging.getLogger(__name__)
 
 
 class KeyedLocks:
-    """One asyncio lock per conversation, dropped when nobody holds or waits for it."""
+    """One asyncio lock per conversation, dropped when nobody holds or waits for it.
+
+    It serialises a chat's events within this process; on PostgreSQL each event's unit also takes
+    the conversation's lock in the database (``Dispatcher._mark``), for events of the same chat
+    handled by other processes."""
 
     def __init__(self) -> None:
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
@@ -182,7 +187,14 @@ class Dispatcher:
     HELD_HINT = "held_notices"
     CONVERSATION = "conversation"
     #: the statements every event runs, built once (on SQLite building one costs more than running it)
-    _STATEMENTS: dict[tuple[str, str], Any] = {}
+    _STATEMENTS: dict[tuple[str, ...], Any] = {}
+    #: PostgreSQL advisory lock class of a conversation, taken by ``_mark`` (7318201: migrations,
+    #: 7318202: the scheduler and the audit chain, 7318203: clip cuts)
+    CHAT_LOCK = 7318204
+    #: whether an event's unit takes its conversation's lock in the database too (PostgreSQL; see
+    #: ``_mark``). Off only to measure what it costs (``bench/throughput --no-chat-lock``): with
+    #: several processes, two events of one chat could then interleave their steps.
+    chat_lock = True
 
     def _seen(self, s: Session, msg: Inbound) -> bool:
         return s.exec(select(ProcessedUpdate.id).where(ProcessedUpdate.channel == msg.channel,
@@ -195,25 +207,49 @@ class Dispatcher:
         (channel, update_key) is already there, so a duplicate is told by what the insert returns,
         not by an exception. On PostgreSQL a concurrent delivery of the same update waits for the
         first one's transaction: it then finds the row (duplicate), or inserts it if that one
-        rolled back."""
+        rolled back.
+
+        On PostgreSQL the same statement first takes the conversation's lock in the database, a
+        transaction-level advisory lock keyed by (schema, channel, chat): with several bot processes
+        on one database (behind one webhook address), two events of one chat handled by two
+        processes run one after the other, and the second reads the conversation as the first
+        committed it (READ COMMITTED, PostgreSQL's default: each later statement of the unit sees
+        what was committed before the lock was granted). The dispatcher's in-process lock (:class:`KeyedLocks`) still comes first, so
+        within a process an event waits without holding a connection. One lock per unit, taken
+        before anything else, so no two units can wait for each other's; two chats whose keys
+        collide (32-bit hash) are merely served one after the other. No extra round trip: the lock
+        is a CTE the insert selects from. SQLite has one process per file: nothing to add there."""
         dialect = s.get_bind().dialect
         if dialect.name not in ("sqlite", "postgresql"):  # read, then insert (the constraint still guards)
             if self._seen(s, msg):
                 return False
             s.add(ProcessedUpdate(channel=msg.channel, update_key=msg.update_key))
             return True
-        stmt = self._STATEMENTS.get(("mark", dialect.name))
+        locked = dialect.name == "postgresql" and self.chat_lock
+        stmt = self._STATEMENTS.get(("mark", dialect.name, "locked" if locked else ""))
         if stmt is None:
             table = ProcessedUpdate.__table__  # type: ignore[attr-defined]
             ins = sqlite_dialect.insert if dialect.name == "sqlite" else pg_dialect.insert
-            stmt = (ins(table)
-                    .values(channel=bindparam("channel"), update_key=bindparam("update_key"),
-                            processed_at=bindparam("at", type_=table.c.processed_at.type))
-                    .on_conflict_do_nothing(index_elements=["channel", "update_key"]))
+            at = bindparam("at", type_=table.c.processed_at.type)
+            if locked:
+                held = sa_select(func.pg_advisory_xact_lock(
+                    bindparam("lock_class", type_=Integer),
+                    func.hashtext(func.concat(func.current_schema(), ":", bindparam("chat_key", type_=String)))
+                )).cte("chat_lock")
+                source = sa_select(bindparam("channel", type_=table.c.channel.type),
+                                   bindparam("update_key", type_=table.c.update_key.type), at).select_from(held)
+                stmt = ins(table).from_select(["channel", "update_key", "processed_at"], source)
+            else:
+                stmt = ins(table).values(channel=bindparam("channel"), update_key=bindparam("update_key"),
+                                         processed_at=at)
+            stmt = stmt.on_conflict_do_nothing(index_elements=["channel", "update_key"])
             if dialect.insert_returning:  # PostgreSQL, SQLite ≥ 3.35
                 stmt = stmt.returning(table.c.id)
-            self._STATEMENTS["mark", dialect.name] = stmt
-        result = s.exec(stmt, params={"channel": msg.channel, "update_key": msg.update_key, "at": utcnow()})
+            self._STATEMENTS["mark", dialect.name, "locked" if locked else ""] = stmt
+        params: dict[str, Any] = {"channel": msg.channel, "update_key": msg.update_key, "at": utcnow()}
+        if locked:
+            params.update(lock_class=self.CHAT_LOCK, chat_key=f"{msg.channel}:{msg.chat_id}")
+        result = s.exec(stmt, params=params)
         if dialect.insert_returning:  # a row back: inserted
             return result.first() is not None
         return result.rowcount == 1  # type: ignore[attr-defined]

@@ -136,6 +136,8 @@ class TickJob:
 
 
 IdleFn = Callable[["Ctx"], "Step | None"]
+#: ``hook(ctx, person)``: ``person`` has (just) linked a channel account (see ``Registry.person_linked_hooks``)
+PersonLinkedHook = Callable[["Ctx", Person], object]
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,9 @@ class Workflow:
     settings: type[Any] | None = None
     #: called whenever a linked person writes (e.g. to release notices held for them)
     on_person_seen: tuple[Callable[[Ctx], object], ...] = ()
+    #: called when a person links a channel account, and by the scheduler for people who have cards
+    #: waiting and a linked channel (see :attr:`Registry.person_linked_hooks`)
+    on_person_linked: tuple[PersonLinkedHook, ...] = ()
     #: tried, in discovery order, on a message outside any conversation; ``None`` passes it on
     on_idle: IdleFn | None = None
     #: called by the staff import in its transaction (see :class:`StaffImportHook`)
@@ -209,6 +214,10 @@ class Registry:
         self.jobs: dict[str, TickJob] = {}
         #: called with the context whenever a linked person writes (e.g. to release held notices)
         self.person_seen_hooks: list[Callable[[Ctx], object]] = []
+        #: called with the context and the person when that person links a channel account (and
+        #: again by the scheduler while cards wait for someone already linked): deliver what was
+        #: kept for them. Each hook must be idempotent (a database guard, not memory).
+        self.person_linked_hooks: list[PersonLinkedHook] = []
 
     # -- claims ------------------------------------------------------------------------------------
     def _take(self, what: str) -> None:
@@ -268,6 +277,7 @@ class Registry:
             for job in wf.jobs:
                 self.add_job(job)
             self.person_seen_hooks.extend(wf.on_person_seen)
+            self.person_linked_hooks.extend(wf.on_person_linked)
             if wf.on_idle is not None:
                 self.idle_hooks.append(wf.on_idle)
         finally:

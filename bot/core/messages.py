@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.text import sanitize, sanitize_line
 from storage.models import (
     utcnow,
 )
@@ -24,6 +25,23 @@ class ChannelName(StrEnum):
     WEB = "web"
 
 
+def _sanitize_fields(obj: object, lines: tuple[str, ...], texts: tuple[str, ...] = ()) -> None:
+    """Pass the text fields of a frozen dataclass through :func:`bot.text.sanitize_line` (``lines``)
+    or :func:`bot.text.sanitize` (``texts``, which keep their line breaks), in place:
+    ``object.__setattr__`` is how a frozen dataclass sets its own fields."""
+    for names, fn in ((lines, sanitize_line), (texts, sanitize)):
+        for name in names:
+            value = getattr(obj, name)
+            if isinstance(value, str):
+                clean = fn(value)
+                if clean is not value:
+                    object.__setattr__(obj, name, clean)
+
+
+_INBOUND_LINES = ("user_id", "chat_id", "update_key", "command", "payload", "message_id", "display_name", "language")
+_INBOUND_TEXTS = ("text", "args")
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
     """A shared phone contact. ``user_id`` is the platform id of the contact's owner, if known."""
@@ -32,6 +50,9 @@ class Contact:
     user_id: str | None = None
     first_name: str = ""
     last_name: str = ""
+
+    def __post_init__(self) -> None:
+        _sanitize_fields(self, ("phone", "user_id", "first_name", "last_name"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +68,9 @@ class FileRef:
     sha256: str = ""
     file_name: str = ""
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        _sanitize_fields(self, ("mime", "file_name"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +91,12 @@ class Inbound:
     language: str | None = None
     forwarded: bool = False
     at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        # The boundary: whatever a channel read from outside passes bot.text.sanitize here (a NUL
+        # would be stored raw by SQLite and refused by PostgreSQL; a bidi override would disguise
+        # a card). Contact and FileRef clean their own text fields the same way.
+        _sanitize_fields(self, _INBOUND_LINES, _INBOUND_TEXTS)
 
     @property
     def is_empty(self) -> bool:

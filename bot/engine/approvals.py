@@ -9,6 +9,10 @@ conditional update, so a double tap, two approvers at once or a replayed payload
 decision. Every card of the approval is then edited to show the outcome, the requester is told,
 and the workflow's hook (``Registry.approval_hooks[kind]``) runs in the same unit.
 
+A card for an approver with no linked channel is kept (:mod:`bot.engine.waiting`) and delivered
+once when they link (:func:`deliver_waiting`, a person-linked hook); the requester is told whose link
+it waits for, and the school's IT team once who must link.
+
 ```mermaid
 stateDiagram-v2
     [*] --> pending: request()
@@ -31,8 +35,9 @@ from sqlmodel import Session, col, select
 
 from bot import steps
 from bot.core import Button, Ctx, MessageRef, Outbound, Reply, destinations, keyboard
+from bot.engine import waiting
 from bot.i18n import N_, Translator, escape
-from bot.roles import Role
+from bot.roles import ROLE_TITLES, Role
 from storage.models import (
     Approval,
     ApprovalStage,
@@ -164,8 +169,6 @@ def _who(tr: Translator, session: Session, stage: ApprovalStage) -> str:
         return _name(session, stage.person_id)
     if stage.delegate_id:
         return tr.t("{name} (delegated by the principal)", name=_name(session, stage.delegate_id))
-    from bot.roles import ROLE_TITLES
-
     try:
         return tr.t(ROLE_TITLES[Role(stage.role or "")])
     except (ValueError, KeyError):
@@ -218,6 +221,8 @@ def card(session: Session, tr: Translator, approval: Approval, *, buttons: bool)
 
 
 def _send_cards(ctx: Ctx, approval: Approval, people: Sequence[Person], prefix: str | None = None) -> int:
+    """Queue the card for each person; one who has no linked channel gets it when they link
+    (:func:`bot.engine.waiting.keep`). Returns how many were reached now."""
     sent = 0
     for p in people:
         def make(tr: Translator, _p: Person = p) -> Reply:
@@ -227,6 +232,8 @@ def _send_cards(ctx: Ctx, approval: Approval, people: Sequence[Person], prefix: 
             return r
         if ctx.send_to(p, make):
             sent += 1
+        else:
+            waiting.keep(ctx, p, CARD, approval.id, prefix=prefix)
     return sent
 
 
@@ -304,12 +311,44 @@ def _activate(ctx: Ctx, ap: Approval) -> None:
         ctx.session.add(stage)
         people = principals
         ctx.audit("approval.no_approver", f"approval:{ap.id}", role=stage.role, fallback=stage.extra_ids)
+    elif stage.delegate_id is not None and not any(destinations(ctx.session, p) for p in people):
+        # The delegate has not linked yet: the principal, who may decide a principal's stage anyway,
+        # gets the card too (the delegate's is kept for when they link).
+        have = {p.id for p in people}
+        principals = [p for p in people_with_role(ctx.session, school_id=ap.school_id, role=Role.PRINCIPAL)
+                      if p.id not in have]
+        stage.extra_ids = list(stage.extra_ids or []) + [p.id for p in principals if p.id is not None]
+        ctx.session.add(stage)
+        people = people + principals
+        ctx.audit("approval.delegate_unlinked", f"approval:{ap.id}", delegate=stage.delegate_id,
+                  also=[p.id for p in principals])
     if _send_cards(ctx, ap, people) == 0:
         requester = ctx.session.get(Person, ap.requester_id) if ap.requester_id else None
-        if requester is not None:
+        if people:
+            ctx.audit("approval.waiting_for_link", f"approval:{ap.id}", to=[p.id for p in people])
+        if requester is None:
+            return
+        if not people:
             ctx.send_to(requester, lambda tr: Reply(tr.t(
-                "Request #{id} is recorded, but nobody who can approve it has linked the assistant yet. "
+                "Request #{id} is recorded, but nobody on the staff list can approve it. "
                 "Please tell the school office.", id=ap.id)))
+            return
+        ctx.send_to(requester, lambda tr: Reply(tr.t(
+            "⏳ Your request #{id} ({title}) is recorded and is waiting for {who} to link their account to "
+            "the assistant. It reaches them as soon as they do; you need not send it again.",
+            id=ap.id, title=tr.t(ap.title), who=_awaited(tr, stage, people))))
+
+
+def _awaited(tr: Translator, stage: ApprovalStage, people: Sequence[Person]) -> str:
+    """Who the stage waits for: the role's title ("Hiệu trưởng") when it goes to the role's holders,
+    else the people by name and title."""
+    if (stage.person_id is None and stage.delegate_id is None and stage.role
+            and all(stage.role in p.roles for p in people)):
+        try:
+            return tr.t(ROLE_TITLES[Role(stage.role)])
+        except (ValueError, KeyError):
+            pass
+    return ", ".join(f"{p.full_name} ({waiting.role_titles(tr, p)})" for p in people)
 
 
 # -- deciding -------------------------------------------------------------------------------------
@@ -473,6 +512,62 @@ def pending_for(session: Session, person: Person, today: date) -> list[Approval]
     return out
 
 
+def count_pending(session: Session, person: Person, today: date) -> int:
+    """How many approvals wait for this person now (one query; for the menu)."""
+    rows = session.exec(select(ApprovalStage, Approval).where(
+        col(ApprovalStage.approval_id) == col(Approval.id), Approval.school_id == person.school_id,
+        Approval.status == ApprovalStatus.PENDING, ApprovalStage.status == StageStatus.PENDING,
+        col(ApprovalStage.idx) == col(Approval.current_stage))).all()
+    return sum(1 for stage, ap in rows if may_decide(session, person, ap, stage, today)[0])
+
+
+def addressed_to(stage: ApprovalStage, approval: Approval, person: Person) -> bool:
+    """Whether the stage's cards go to this person (as :func:`stage_approvers` picks them): a principal
+    whose stage went to the delegate is not among them, though they may still decide it."""
+    if not person.is_active or person.school_id != approval.school_id:
+        return False
+    if person.id in (stage.extra_ids or []):
+        return True
+    if stage.person_id is not None:
+        return stage.person_id == person.id
+    if stage.delegate_id is not None:
+        return stage.delegate_id == person.id
+    return bool(stage.role) and stage.role in person.roles
+
+
+LINKED_PREFIX = N_("📬 This request was waiting for you to link your account.")
+
+
+def deliver_waiting(ctx: Ctx, person: Person) -> int:
+    """Person-linked hook: the cards of approvals now waiting for ``person`` that never reached them —
+    kept when they had no linked channel, or made before cards were kept — each once, whatever the
+    number of processes or linked channels (:mod:`bot.engine.waiting`). Returns how many were sent."""
+    if person.id is None or not person.is_active:
+        return 0
+    kept = dict(waiting.claim(ctx, person, CARD))
+    received = set(ctx.session.exec(select(SentMessage.ref_id).where(SentMessage.ref_kind == CARD,
+                                                                     SentMessage.person_id == person.id)).all())
+    sent: list[int] = []
+    for ap in ctx.session.exec(select(Approval).where(Approval.school_id == person.school_id,
+                                                      Approval.status == ApprovalStatus.PENDING)
+                               .order_by(col(Approval.created_at), col(Approval.id))).all():
+        stage = current_stage(ctx.session, ap)
+        if stage is None or stage.status != StageStatus.PENDING or not addressed_to(stage, ap, person):
+            continue
+        ref = str(ap.id)
+        if ref in kept:
+            prefix = kept[ref] or LINKED_PREFIX
+        elif ref in received or not waiting.mark_delivered(ctx, person, CARD, ref):
+            continue  # it reached them before, or another unit is delivering it right now
+        else:
+            prefix = LINKED_PREFIX
+        if _send_cards(ctx, ap, [person], prefix=prefix):
+            sent.append(ap.id or 0)
+    if sent:
+        ctx.audit("approval.delivered_on_link", f"person:{person.id}", approvals=sent)
+    return len(sent)
+
+
 def tick(ctx: Ctx) -> None:
     """Remind, then escalate, pending stages — each once (conditional updates survive restarts)."""
     s = ctx.settings
@@ -562,7 +657,7 @@ def reachable(session: Session, person: Person) -> bool:
 
 
 __all__ = [
-    "StageSpec", "active_delegation", "add_note", "cancel", "card", "check", "decide", "delegation_valid",
-    "end_delegation", "may_decide", "parse_payload", "payload", "pending_for", "refresh_cards", "request",
-    "start_delegation", "tick", "reachable",
+    "StageSpec", "active_delegation", "add_note", "addressed_to", "cancel", "card", "check", "count_pending",
+    "decide", "delegation_valid", "deliver_waiting", "end_delegation", "may_decide", "parse_payload", "payload",
+    "pending_for", "refresh_cards", "request", "start_delegation", "tick", "reachable",
 ]

@@ -13,7 +13,12 @@ the same transaction as the decision to send it. This worker then sends the queu
 * a crash cannot lose a notice: rows stay ``queued`` until sent. A row claimed (``sending``) when
   the process died is sent again at the next start. Each row is recorded as sent as soon as its
   message went out (not at the end of its batch), so a ``kill -9`` can repeat at most the one
-  message per channel that was in flight; nothing is lost.
+  message per channel that was in flight; nothing is lost;
+* several processes on one PostgreSQL database send each notice once: a claim locks the rows it
+  takes and skips those another process is claiming (``FOR UPDATE SKIP LOCKED``), and a row left
+  ``sending`` is taken back only when its claim is ``CLAIM_STALE`` old (its process died; a live
+  one renews the claim of the rows it has left while it sends), never because another process has
+  just started. SQLite has one process: it takes back every such row at its first drain.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bot.core import Host, Outbound, Reply, RetryLater, destinations, payload_to_reply, reply_to_payload
@@ -40,6 +46,12 @@ DEFAULT_RATES: Mapping[str, float] = {"telegram": 25.0, "zalo_oa": 10.0, "zalo_b
 PER_CHAT_INTERVAL = 1.0
 BATCH = 100
 MAX_ATTEMPTS = 5
+#: PostgreSQL (several processes): a row still ``sending`` this long after its claim was left by a
+#: process that died (as the outbox's ``Sender.STALE``). A claim holds at most ``BATCH`` rows per
+#: channel, sent at the channel's rate (4 s at 25 a second, 10 s at 10 a second); a slower batch
+#: renews the claim of the rows it has left every ``CLAIM_RENEW``.
+CLAIM_STALE = timedelta(seconds=90)
+CLAIM_RENEW = CLAIM_STALE.total_seconds() / 3
 
 
 @dataclass
@@ -78,17 +90,27 @@ class FanOut:
         self.retried = 0
 
     # -- database units ------------------------------------------------------------------------
-    def _recover(self, s: Session) -> int:
-        rows = s.exec(select(Notice).where(Notice.status == SENDING)).all()
+    def _recover(self, s: Session, now: datetime) -> int:
+        """Queue again the rows a dead process left ``sending`` (while a row is ``sending``, its
+        ``not_before`` is the time of its claim). SQLite: every such row (one process, at its start);
+        PostgreSQL: only claims ``CLAIM_STALE`` old, since another live process may be sending them."""
+        q = select(Notice).where(Notice.status == SENDING)
+        if s.get_bind().dialect.name != "sqlite":
+            q = q.where((col(Notice.not_before).is_(None)) | (col(Notice.not_before) <= now - CLAIM_STALE))
+        rows = s.exec(q).all()
         for r in rows:
             r.status = NoticeStatus.QUEUED
             s.add(r)
         return len(rows)
 
     def _claim(self, s: Session, now: datetime, busy: set[tuple[str, str]]) -> list[_Job]:
-        rows = s.exec(select(Notice).where(Notice.status == NoticeStatus.QUEUED)
-                      .where((col(Notice.not_before).is_(None)) | (col(Notice.not_before) <= now))
-                      .order_by(col(Notice.id)).limit(BATCH)).all()
+        q = (select(Notice).where(Notice.status == NoticeStatus.QUEUED)
+             .where((col(Notice.not_before).is_(None)) | (col(Notice.not_before) <= now))
+             .order_by(col(Notice.id)).limit(BATCH))
+        if s.get_bind().dialect.name == "postgresql":
+            # Rows another process is claiming right now are skipped, not waited for and taken again.
+            q = q.with_for_update(skip_locked=True)
+        rows = s.exec(q).all()
         jobs: list[_Job] = []
         taken: set[tuple[str, str]] = set()
         for r in rows:
@@ -107,11 +129,16 @@ class FanOut:
                 continue  # one message per chat per round; the next round takes it
             taken.add((ch, chat))
             r.status, r.channel, r.chat_id, r.attempts = SENDING, ch, chat, r.attempts + 1
+            r.not_before = now  # the claim's time (see _recover)
             s.add(r)
             jobs.append(_Job(r.id or 0, ch, chat, r.person_id, payload_to_reply(r.payload)))
         return jobs
 
-    def _finish(self, s: Session, results: list[tuple[int, str, float | None]], now: datetime) -> None:
+    def _finish(self, s: Session, results: list[tuple[int, str, float | None]], now: datetime,
+                renew: Sequence[int] = ()) -> None:
+        if renew:  # still ours: not stale (see _recover)
+            s.execute(update(Notice).where(col(Notice.id).in_(renew), col(Notice.status) == SENDING)
+                      .values(not_before=now).execution_options(synchronize_session=False))
         for notice_id, outcome, retry_after in results:
             r = s.get(Notice, notice_id)
             if r is None:
@@ -166,10 +193,11 @@ class FanOut:
         async with self._lock:
             db = self.runtime.db
             if not self._recovered:
-                n = await db.run(self._recover)
+                n = await db.run(partial(self._recover, now=self.runtime.services.clock.now()))
                 if n:
-                    log.warning("fan-out: %d notices were being sent when the bot stopped; sending again", n)
-                self._recovered = True
+                    log.warning("fan-out: %d notices were being sent when a bot process stopped; sending again", n)
+                # one process per SQLite file: once; PostgreSQL: at every drain (a process may die any time)
+                self._recovered = db.is_sqlite
             total = 0
             for _ in range(max_rounds):
                 now = self.runtime.services.clock.now()
@@ -186,11 +214,15 @@ class FanOut:
 
     async def _send_all(self, jobs: list[_Job]) -> list[tuple[int, str, float | None]]:
         results = []
-        for j in jobs:
+        renewed = time.monotonic()
+        for n, j in enumerate(jobs):
             result = await self._send(j)
+            renew: list[int] = []
+            if time.monotonic() - renewed > CLAIM_RENEW:
+                renew, renewed = [x.notice_id for x in jobs[n + 1:]], time.monotonic()
             # Recorded at once: a kill -9 now repeats at most this one message, not the whole batch.
             await self.runtime.db.run(partial(self._finish, results=[result],
-                                              now=self.runtime.services.clock.now()))
+                                              now=self.runtime.services.clock.now(), renew=renew))
             results.append(result)
         return results
 

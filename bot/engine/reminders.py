@@ -44,7 +44,7 @@ from sqlmodel import Session, col, select
 
 from bot.core import Ctx, Dispatcher, Host, Reply
 from bot.core.context import NoticeQueue
-from bot.engine import approvals
+from bot.engine import approvals, waiting
 from bot.i18n import N_, Translator
 from bot.text import parse_id
 from bot.workdays import is_working_day, school_days_off
@@ -581,6 +581,7 @@ def set_rule(ctx: Ctx, school_id: int, rule: Rule, *, enabled: bool | None = Non
 #: jobs (:attr:`bot.core.Workflow.jobs`, e.g. footage's clip retention) and the rules.
 TICK_JOBS: list[tuple[str, Callable[[Ctx], None]]] = [
     ("approvals", approvals.tick),
+    ("waiting cards", waiting.sweep),  # cards kept for people who have linked meanwhile
 ]
 
 
@@ -713,6 +714,12 @@ class Scheduler:
         for name, fn in jobs:
             try:
                 await dispatcher.run_unit(fn, channel="scheduler")
+            except Exception:
+                log.exception("scheduled job %s failed", name)
+        # the channels' own (bot.runtime.ScheduledChannel): e.g. keeping the Zalo OA token pair alive
+        for name, job in getattr(self.runtime, "channel_jobs", ()):
+            try:
+                await job()
             except Exception:
                 log.exception("scheduled job %s failed", name)
         try:

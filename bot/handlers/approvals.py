@@ -92,6 +92,8 @@ NOTE_FLOW = Flow(name="approval_note", title=N_("Add a note to a request"), star
 
 
 def register(reg: Registry) -> None:
+    # Cards kept for an approver who had not linked reach them when they link (bot/engine/waiting.py).
+    reg.person_linked_hooks.append(approvals.deliver_waiting)
     reg.add_handler(Handler(on_tap, prefix=approvals.PREFIX))
     reg.add_handler(Handler(pending, commands=("choduyet",), description=N_("Requests waiting for your decision"),
                             order=10))

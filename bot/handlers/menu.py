@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from bot.core import Button, Ctx, Handler, Registry, Reply, Step, keyboard
+from bot.engine import approvals
 from bot.i18n import N_
 from bot.roles import ROLE_TITLES, Role
 from bot.text import fold
 from storage.models import Person
 
 MENU_PREFIX = "m"
+#: ``m:choduyet``: the requests waiting for one's decision (as ``/choduyet``)
+PENDING = "choduyet"
 
 
 def roles_text(ctx: Ctx, person: Person) -> str:
@@ -26,6 +29,9 @@ def menu_reply(ctx: Ctx, text: str | None = None) -> Reply:
     assert person is not None
     flows = [f for f in ctx.registry.flows_for(person) if f.in_menu]
     buttons = [Button(f"{f.icon} {ctx.t(f.title)}".strip(), f"{MENU_PREFIX}:{f.name}") for f in flows]
+    waiting = approvals.count_pending(ctx.session, person, ctx.today())
+    if waiting:  # first: what waits for a decision (also when its card was never received)
+        buttons.insert(0, Button(ctx.t("📋 Waiting for your decision ({n})", n=waiting), f"{MENU_PREFIX}:{PENDING}"))
     buttons.append(Button(ctx.t("❓ Help"), f"{MENU_PREFIX}:help"))
     return Reply(text or ctx.t("What would you like to do?"), buttons=keyboard(*buttons, per_row=2))
 
@@ -62,6 +68,10 @@ def on_menu_payload(ctx: Ctx) -> Step:
     name = (ctx.inbound.payload or "").split(":", 1)[1] if ":" in (ctx.inbound.payload or "") else ""
     if name == "help":
         return show_help(ctx)
+    if name == PENDING:
+        from bot.handlers.approvals import pending
+
+        return pending(ctx)
     if name in ctx.registry.flows:
         return Step.start_flow(name)
     return Step.stay(menu_reply(ctx, ctx.t("That button is no longer valid. Here is the menu again.")))

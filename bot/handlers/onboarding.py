@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.core import Ctx, Handler, Registry, Reply, Step
+from bot.engine import waiting
 from bot.handlers.menu import menu_reply, roles_text
 from bot.i18n import N_
 from bot.text import mask_phone, normalize_phone
@@ -37,7 +38,13 @@ def _link(ctx: Ctx, person_id: int, method: str) -> list[Reply]:
     ctx.person = person
     ctx.tr = ctx.translator_for(person)
     ctx.audit("identity.linked", f"person:{person.id}", method=method, channel_user=msg.user_id)
-    return _welcome(ctx)
+    welcome = _welcome(ctx)  # sets ctx.school
+    # What waited for them goes out now, after the greeting: notices held for people not linked
+    # (the person-seen hooks), then the approval and incident cards kept for them.
+    for hook in ctx.registry.person_seen_hooks:
+        hook(ctx)
+    waiting.run_linked_hooks(ctx, person)
+    return welcome
 
 
 def _redeem(ctx: Ctx, code: str) -> Step:

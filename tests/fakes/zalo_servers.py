@@ -91,6 +91,17 @@ class FakeZaloOA:
     force_216: int = 0
     user_info_permission: bool = True
     refresh_delay: float = 0.0
+    # What Zalo reports with each send: ``{"quota_type": "sub_quota", "remain": "150", "total": "2000", …}``
+    quota: dict[str, Any] | None = None
+    # The OA's message package is used up: sends answer -211 "Out of quota".
+    quota_exhausted: bool = False
+    # Token lifetimes against a clock (epoch seconds) when set: access tokens expire after
+    # ``access_ttl``, refresh tokens after ``refresh_ttl`` (Zalo: about 25 hours and 3 months).
+    clock: Callable[[], float] | None = None
+    access_ttl: float = 90000.0
+    refresh_ttl: float = 90 * 86400.0
+    access_expires: float | None = None
+    refresh_expires: float | None = None
     _runner: web.AppRunner | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _stale_waiting: int = 0
@@ -111,9 +122,14 @@ class FakeZaloOA:
             await self._runner.cleanup()
 
     # -- API ------------------------------------------------------------------------------------
+    def _now(self) -> float | None:
+        return self.clock() if self.clock is not None else None
+
     async def _check_token(self, request: web.Request) -> web.Response | None:
         token = request.headers.get("access_token", "")
-        if token == self.access_token:
+        now = self._now()
+        expired = now is not None and self.access_expires is not None and now >= self.access_expires
+        if token == self.access_token and not expired:
             return None
         self.refused_tokens.append(token)
         if self.stale_barrier:
@@ -137,6 +153,8 @@ class FakeZaloOA:
         body = await request.json()
         user_id = str((body.get("recipient") or {}).get("user_id", ""))
         message = body.get("message") or {}
+        if self.quota_exhausted:
+            return web.json_response({"error": -211, "message": "Out of quota"})
         if user_id in self.window_closed:
             return web.json_response({"error": -230, "message": "User has not interacted with the OA in 7 days"})
         text = message.get("text")
@@ -159,8 +177,10 @@ class FakeZaloOA:
                     return web.json_response({"error": -201, "message": "button is invalid"})
         mid = f"oamsg{next(self._ids)}"
         self.messages.append(OAMessage(user_id, message, mid))
-        return web.json_response({"error": 0, "message": "Success", "data": {"message_id": mid,
-                                                                             "user_id": user_id}})
+        data: dict[str, Any] = {"message_id": mid, "user_id": user_id}
+        if self.quota is not None:
+            data["quota"] = dict(self.quota)
+        return web.json_response({"error": 0, "message": "Success", "data": data})
 
     async def _upload(self, request: web.Request, kind: str) -> dict[str, Any] | web.Response:
         refused = await self._check_token(request)
@@ -202,11 +222,16 @@ class FakeZaloOA:
             return web.json_response({"error": -14014, "message": "Invalid secret key"})
         if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != self.refresh_token:
             return web.json_response({"error": -14020, "message": "Invalid refresh token"})
+        now = self._now()
+        if now is not None and self.refresh_expires is not None and now >= self.refresh_expires:
+            return web.json_response({"error": -14020, "message": "Refresh token has expired"})
         n = self.refresh_calls + 1
         self.access_token, self.refresh_token = f"ACCESS-{n}", f"REFRESH-{n}"
+        if now is not None:
+            self.access_expires, self.refresh_expires = now + self.access_ttl, now + self.refresh_ttl
         self._stale_waiting, self._stale_event = 0, asyncio.Event()
         return web.json_response({"access_token": self.access_token, "refresh_token": self.refresh_token,
-                                  "expires_in": "90000"})
+                                  "expires_in": str(int(self.access_ttl))})
 
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -216,6 +241,13 @@ class FakeZaloOA:
         return web.Response(body=data, content_type=mime)
 
     # -- helpers for tests ---------------------------------------------------------------------
+    def issue(self, access: str, refresh: str) -> None:
+        """A new pair made by hand on the Zalo developer page (the old ones stop working)."""
+        self.access_token, self.refresh_token = access, refresh
+        now = self._now()
+        if now is not None:
+            self.access_expires, self.refresh_expires = now + self.access_ttl, now + self.refresh_ttl
+
     def expire_token(self) -> None:
         """Make the current access token invalid (as if it expired); the refresh token still works."""
         self.access_token = self.access_token + "-expired-on-server"
@@ -359,10 +391,16 @@ class FakeZaloBot:
 
     # -- helpers for tests ---------------------------------------------------------------------
     def message(self, user_id: str, *, text: str | None = None, photo_url: str | None = None,
-                event: str | None = None, message_id: str | None = None) -> dict[str, Any]:
+                event: str | None = None, message_id: str | None = None, group: str | None = None,
+                chat_type: str | None = None) -> dict[str, Any]:
+        """An update as Zalo sends it: from a private chat (chat id = the user's id), or from the group
+        chat ``group`` (``chat_type`` "GROUP"; ``chat_type=""`` leaves the type out)."""
+        chat: dict[str, Any] = {"id": group or user_id,
+                                "chat_type": chat_type if chat_type is not None else ("GROUP" if group else "PRIVATE")}
+        if not chat["chat_type"]:
+            del chat["chat_type"]
         msg: dict[str, Any] = {"from": {"id": user_id, "display_name": "Cô Vân", "is_bot": False},
-                               "chat": {"id": user_id, "chat_type": "PRIVATE"},
-                               "date": int(time.time() * 1000)}
+                               "chat": chat, "date": int(time.time() * 1000)}
         if message_id != "":
             msg["message_id"] = message_id or f"umsg{next(self._ids)}"
         if text is not None:

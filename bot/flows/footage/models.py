@@ -60,7 +60,10 @@ class FootageRequest(SQLModel, table=True):
     clip_reencoded: bool = False
     segments: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     error: str = Field(default="", max_length=200)
-    attempts: int = 0
+    attempts: int = 0  # cuts started (claims), retries included
+    resumes: int = 0   # automatic restarts of a cut a crash interrupted, since the last approval or retry
+    #: what the cut gave up to fit the size cap (``media.clips`` warnings: audio_lowered, audio_dropped …)
+    clip_warnings: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow, index=True)
     extracted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

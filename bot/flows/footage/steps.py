@@ -9,6 +9,7 @@ stateDiagram-v2
     camera --> date: camera chosen (button or part of its name)
     date --> time: Hôm nay / Hôm qua / 21/11
     time --> duration: 8h30, 8:30, 08.30, 8 giờ 30
+    duration --> duration: too big for the size cap (the longest window that fits is offered)
     duration --> purpose: 1 / 5 / 15 / 30 minutes or typed
     purpose --> other: Khác
     purpose --> confirm: recordings found
@@ -42,7 +43,7 @@ from bot.core import (
 )
 from bot.engine import approvals
 from bot.flows.footage.models import Camera, FootageRequest, FootageStatus
-from bot.flows.footage.service import PREFIX
+from bot.flows.footage.service import PREFIX, clip_options
 from bot.flows.footage.service import when_text as _when
 from bot.flows.footage.settings import FootageSettings
 from bot.i18n import N_, Translator
@@ -231,11 +232,42 @@ def duration(ctx: Ctx, msg: Inbound) -> Step:
     start_l, end_l = _window(ctx)
     if end_l > ctx.local_now():
         return Step.stay(Reply(ctx.t("That window reaches into the future. Please choose a shorter duration.")))
+    too_big = _too_big(ctx, start_l, end_l)
+    if too_big is not None:
+        return Step.stay(too_big)
     if ctx.data.get("archive"):
         ctx.data["purpose"] = "review"
         return _summary(ctx)
     return Step.goto("purpose", Reply(ctx.t("What is the footage for?"), buttons=keyboard(
         *[choice(ctx.t(label), key) for key, label in PURPOSES.items()], per_row=2)))
+
+
+def _too_big(ctx: Ctx, start_l: datetime, end_l: datetime) -> Reply | None:
+    """When the window's recordings cannot become a clip under ``CLIP_SIZE_CAP_MB`` even at the lowest
+    acceptable quality (estimated from the recordings' files, ``media.clips.estimate_size``): say so
+    and offer the longest window that fits. None when it fits or cannot be told (an NVR, no
+    recordings — the summary reports those)."""
+    from media.clips import estimate_size
+
+    cam = ctx.session.get(Camera, ctx.data.get("camera_id"))
+    cov = coverage_for(ctx.settings, cam, start_l, end_l, ctx.now) if cam is not None else None
+    if cam is None or cov is None or not cov.segments:
+        return None
+    est = estimate_size(cov, clip_options(ctx.settings))
+    if est is None or est.fits:
+        return None
+    longest = int(est.max_seconds // 60)
+    minutes = int(ctx.data["duration"]) // 60
+    cap = ctx.settings.clip_size_cap_mb
+    if longest < 1:
+        return Reply(ctx.t("Even one minute of {camera} is larger than a clip may be ({cap} MB), so no clip of it "
+                           "can be sent. Ask IT to raise the size limit (CLIP_SIZE_CAP_MB), or type /huy to stop.",
+                           camera=cam.name, cap=cap))
+    options = sorted({m for m in (1, 5, 15, 30) if m < longest} | {longest})
+    return Reply(ctx.t("{n} minutes of {camera} would be larger than a clip may be ({cap} MB), even at the lowest "
+                       "picture quality and without sound. At most about {max} minutes fit: please choose a "
+                       "shorter duration.", n=minutes, camera=cam.name, cap=cap, max=longest),
+                 buttons=keyboard(*[choice(ctx.t("{n} min", n=m), f"{m}") for m in options], per_row=4))
 
 
 def purpose(ctx: Ctx, msg: Inbound) -> Step:
@@ -392,7 +424,13 @@ def on_action(ctx: Ctx) -> Step:
     if parsed.action == "retry":
         if req.status != FootageStatus.FAILED:
             return Step.stay(Reply(ctx.t("Request #{id} is not waiting for a retry.", id=req.id)))
-        req.status = FootageStatus.APPROVED
+        from bot.flows.footage.jobs import failure
+
+        why = failure(req.error)
+        if not why.retry:
+            return Step.stay(Reply(ctx.t("Trying the extraction of request #{id} again would not change the "
+                                         "outcome: {reason}", id=req.id, reason=ctx.t(why.reason))))
+        req.status, req.resumes = FootageStatus.APPROVED, 0
         ctx.session.add(req)
         ctx.audit("footage.retry", f"footage:{req.id}")
         schedule_extraction(ctx, req)

@@ -6,7 +6,7 @@ from pathlib import Path
 from sqlmodel import Session
 
 from bot.core import Workflow
-from bot.flows.incidents import outage, report
+from bot.flows.incidents import outage, report, service
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, Outage
 from bot.flows.incidents.settings import IncidentSettings
 from bot.i18n import N_
@@ -28,5 +28,7 @@ WORKFLOW = Workflow(
     tables=(Incident, IncidentAttachment, IncidentCounter, Outage),
     settings=IncidentSettings,
     on_idle=report.quick_report,
+    # cards kept for a recipient who had not linked the assistant reach them when they link
+    on_person_linked=(service.deliver_waiting,),
     demo_seed=_demo_seed,
 )

@@ -48,6 +48,7 @@ from bot.core import (
     Step,
     choice,
     choice_value,
+    destinations,
     keyboard,
 )
 from bot.engine.reminders import Continuous, Rule, in_quiet_hours
@@ -502,8 +503,15 @@ def submit(ctx: Ctx, *pre: Reply) -> Step:
                      "cannot wait, tap “🚨 Make it urgent”.", number=inc.number, names=_names(ctx, people),
                      time=ctx.tr.time(q[1]) if q else "")
     elif sent == 0:
-        text = ctx.t("⚠️ Report {number} is recorded, but nobody who should receive it ({names}) has linked the "
-                     "assistant yet. Please phone them now.", number=inc.number, names=_names(ctx, people))
+        text = ctx.t("⏳ Report {number} is recorded and is waiting for {names} to link their account to the "
+                     "assistant: they get it as soon as they do. If it cannot wait, phone them now.",
+                     number=inc.number, names=_names(ctx, people))
+    elif sent < len(people):
+        later = [p for p in people if not destinations(ctx.session, p)]
+        text = ctx.t("✅ Report {number} was sent to {names}. {waiting} will get it as soon as they link their "
+                     "account to the assistant. You will be told when someone takes it.",
+                     number=inc.number, names=_names(ctx, [p for p in people if all(p.id != q.id for q in later)]),
+                     waiting=_names(ctx, later))
     else:
         text = ctx.t("✅ Report {number} was sent to {names}. You will be told when someone takes it.",
                      number=inc.number, names=_names(ctx, people))

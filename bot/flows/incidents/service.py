@@ -39,7 +39,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply, Step, keyboard
+from bot.core import Button, Ctx, Keyboard, MessageRef, Outbound, OutFile, Reply, Step, destinations, keyboard
+from bot.engine import waiting
 from bot.flows.footage.models import Camera
 from bot.flows.incidents.common import ICONS, IT_KINDS, KINDS, attachments, group_of
 from bot.flows.incidents.models import Incident, IncidentAttachment, IncidentCounter, IncidentStatus
@@ -333,9 +334,11 @@ def file_replies(tr: Translator, inc: Incident, files: Sequence[IncidentAttachme
 
 
 def send_card(ctx: Ctx, inc: Incident, person: Person, *, prefix: str | None = None, with_files: bool = False) -> bool:
-    """Queue a card (and, for a first delivery, the attachments) for ``person``."""
+    """Queue a card (and, for a first delivery, the attachments) for ``person``; one who has not linked
+    the assistant gets it, with the attachments, when they link (:func:`deliver_waiting`)."""
     files = attachments(ctx.session, inc) if with_files else []
     if not ctx.send_to(person, card_maker(ctx.session, inc, person, prefix)):
+        waiting.keep(ctx, person, CARD, inc.id, prefix=prefix)
         return False
     for r in file_replies(ctx.translator_for(person), inc, files):
         ctx.send_to(person, r)
@@ -679,7 +682,10 @@ def _escalate(run: RuleRun, inc: Incident, level: int, urgent: bool) -> None:
     prefix = (N_("⚠️ Escalated to you: nobody has acknowledged this incident yet.") if level == 1
               else N_("⚠️ Escalated to all of BGH: nobody has acknowledged this incident yet."))
     for p in targets:
-        run.notify(p, card_maker(ctx.session, inc, p, prefix), key=f"incident:{inc.id}:esc{level}", urgent=urgent)
+        if destinations(ctx.session, p):
+            run.notify(p, card_maker(ctx.session, inc, p, prefix), key=f"incident:{inc.id}:esc{level}", urgent=urgent)
+        else:  # not linked yet: the card as it is then, when they link
+            waiting.keep(ctx, p, CARD, inc.id, prefix=prefix)
     ctx.audit("incident.escalated", f"incident:{inc.id}", number=inc.number, level=level,
               to=[p.id for p in targets])
     refresh_cards(ctx, inc)
@@ -708,9 +714,31 @@ def _release_held(run: RuleRun, inc: Incident) -> None:
     ctx.session.refresh(inc)
     people = [p for p in (ctx.session.get(Person, pid) for pid in inc.recipient_ids or []) if p is not None]
     for p in people:
-        run.notify(p, card_maker(ctx.session, inc, p), key=f"incident:{inc.id}:card")
+        if destinations(ctx.session, p):
+            run.notify(p, card_maker(ctx.session, inc, p), key=f"incident:{inc.id}:card")
+        else:  # not linked yet: the card, with the attachments, when they link
+            waiting.keep(ctx, p, CARD, inc.id)
     ctx.audit("incident.delivered", f"incident:{inc.id}", number=inc.number, to=[p.id for p in people],
               held=True)
+
+
+LINKED_PREFIX = N_("📬 This incident report was waiting for you to link your account.")
+
+
+def deliver_waiting(ctx: Ctx, person: Person) -> int:
+    """Person-linked hook: the incident cards kept for ``person`` (not linked when they were sent),
+    with the attachments, as the incidents stand now — each once (:mod:`bot.engine.waiting`); those
+    resolved meanwhile are dropped. Returns how many were sent."""
+    sent: list[str] = []
+    for ref, prefix in waiting.claim(ctx, person, CARD):
+        inc = ctx.session.get(Incident, int(ref)) if parse_id(ref) is not None else None
+        if inc is None or inc.status == IncidentStatus.RESOLVED or not may_view(person, inc):
+            continue
+        if send_card(ctx, inc, person, prefix=prefix or LINKED_PREFIX, with_files=True):
+            sent.append(inc.number)
+    if sent:
+        ctx.audit("incident.delivered_on_link", f"person:{person.id}", incidents=sent)
+    return len(sent)
 
 
 # -- lists ----------------------------------------------------------------------------------------
@@ -806,6 +834,6 @@ def demo_seed(session: Session, school: School) -> None:
 
 __all__ = [
     "CARD", "DEFAULTS", "IT_KINDS", "IncidentSettings", "KINDS", "PREFIX", "acknowledge", "allocate_number", "card", "card_text",
-    "conf", "deliver", "demo_seed", "escalation_tick", "format_number", "group_of", "may_act", "may_resolve", "may_view",
+    "conf", "deliver", "deliver_waiting", "demo_seed", "escalation_tick", "format_number", "group_of", "may_act", "may_resolve", "may_view",
     "make_urgent", "my_reports", "open_incidents", "order_lock", "parse_payload", "pass_up", "refresh_cards", "resolve", "route",
 ]
