@@ -354,7 +354,8 @@ async def test_a_link_code_typed_in_a_group_links_nobody_and_gets_only_the_priva
 async def test_an_account_linked_from_a_group_gets_no_card_clip_or_password_until_it_writes_privately(
         polling, fake, clock, tmp_path):
     rt, ch = polling
-    from bot.engine import approvals
+    from bot.engine import approvals, waiting
+    from storage.models import WaitingCard
     from storage.people import link_identity
 
     def seed(s):
@@ -378,14 +379,22 @@ async def test_an_account_linked_from_a_group_gets_no_card_clip_or_password_unti
                            ids["principal"]))
     await rt.dispatcher.drain()
     assert [m for m in fake.sent if m.chat_id == "grp-staff"] == []
-    assert ch.refused_group_sends >= 3
+    # The card is not even handed to the channel: a group chat is no destination, so the principal
+    # counts as not linked and the card is kept for him; the clip and the password sent straight to
+    # the adapter are refused there.
+    assert ch.refused_group_sends == 2
     assert rt.db.run_sync(lambda s: s.exec(select(OutboxMessage)).all()) == []
+    kept = rt.db.run_sync(lambda s: s.exec(select(WaitingCard).where(WaitingCard.person_id == ids["principal"])).all())
+    assert [k.delivered_at for k in kept] == [None]
     # The principal writes to the bot privately: his account now points at his own chat, where the
     # next card arrives.
     await _say(fake, "bp", "/start")
     await ch.idle()
     ident = rt.db.run_sync(lambda s: s.exec(select(ChannelIdentity).where(ChannelIdentity.external_id == "bp")).one())
     assert ident.chat_id == "bp"
+    await rt.dispatcher.run_unit(waiting.sweep)  # the kept card reaches his private chat, once
+    await rt.dispatcher.run_unit(waiting.sweep)
+    assert sum("Cổng chính" in m.text for m in fake.sent if m.chat_id == "bp") == 1
 
     def ask_again(ctx):
         approvals.request(ctx, kind="test", subject="test:2", title="Footage request",
