@@ -3,6 +3,7 @@
     python main.py run                  start the bot (Telegram if configured, web chat)
     python main.py demo                 create the demo school and start with the web chat
     python main.py import-staff FILE    import or update the staff list (CSV / XLSX)
+    python main.py cameras check [CODE] what the cameras' recordings hold for the last hour (gaps, errors)
     python main.py invite               print single-use link codes
     python main.py audit-verify         check the audit log's hash chain
     python main.py audit-export         write the audit log as CSV for an inspector
@@ -20,7 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ConfigError, Settings, load_settings
@@ -160,7 +161,7 @@ def cmd_migrate(ns: argparse.Namespace, settings: Settings) -> int:
 # -- staff and invites ----------------------------------------------------------------------------
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
                  p.add_argument("--dry-run", action="store_true")))
-@command("import-staff", "import or update the staff list from CSV or XLSX")
+@command("import-staff", "import or update the staff list from CSV, XLSX or XLS")
 def cmd_import_staff(ns: argparse.Namespace, settings: Settings) -> int:
     from storage.staff_import import import_staff_file
 
@@ -183,13 +184,21 @@ def cmd_invite(ns: argparse.Namespace, settings: Settings) -> int:
 
 
 @args(lambda p: (p.add_argument("--school", default=None),
-                 p.add_argument("--load", default=None, metavar="FILE", help="TOML or JSON rule settings")))
-@command("calendar", "print the reminder calendar, or load its settings from a TOML/JSON file")
+                 p.add_argument("--load", default=None, metavar="FILE", help="TOML or JSON rule settings"),
+                 p.add_argument("--run-now", default=None, metavar="RULE",
+                                help="send this period's occurrence of a rule now (never twice: the "
+                                     "scheduled run of the period then sends nothing)")))
+@command("calendar", "print the reminder calendar (next and last runs), load its settings from a TOML/JSON "
+                     "file, or run a rule now")
 def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
-    from bot.engine.calendar_file import load_file, render
+    from bot.engine.calendar_file import load_file, render, run_now
 
     registry = load_workflows()
     db = open_db(settings)
+    if ns.run_now:
+        ok, lines = run_now(db, registry, settings, ns.run_now, school_name=ns.school, tr=tr(settings))
+        print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
     ok = True
     if ns.load:
         ok, lines = load_file(db, registry, ns.load, school_name=ns.school, tr=tr(settings))
@@ -201,7 +210,7 @@ def cmd_calendar(ns: argparse.Namespace, settings: Settings) -> int:
 
 
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None)))
-@command("import-cameras", "import or update the camera list from CSV or XLSX")
+@command("import-cameras", "import or update the camera list from CSV, XLSX or XLS")
 def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
     from bot.flows.footage.cameras import import_cameras_file
 
@@ -211,10 +220,52 @@ def cmd_import_cameras(ns: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def _cameras_args(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="what each camera's recording source holds for the last hour")
+    check.add_argument("code", nargs="?", default=None, help="one camera's code (default: every camera in use)")
+    check.add_argument("--school", default=None)
+
+
+@args(_cameras_args)
+@command("cameras", "check the cameras' recording sources (cameras check [CODE]: segments, gaps, errors of the last hour)")
+def cmd_cameras(ns: argparse.Namespace, settings: Settings) -> int:
+    """Exit status: 0 every source is fine, 1 a problem was found, 2 the school or camera was not found."""
+    import html
+
+    from sqlmodel import Session
+
+    from bot.flows.accounts.service import find_school
+    from bot.flows.footage.check import CameraRef, cameras_to_check, check_camera, describe
+
+    t = tr(settings)
+    db = open_db(settings)
+
+    def unit(s: Session) -> tuple[list[CameraRef], str]:
+        school, problem = find_school(s, ns.school, tr=t)
+        if school is None:
+            return [], problem
+        cams = [CameraRef.of(c) for c in cameras_to_check(s, school_id=school.id or 0, code=ns.code)]
+        if not cams:
+            return [], (t.t("No camera with the code {code}.", code=ns.code) if ns.code
+                        else t.t("The school has no cameras yet: import them with python main.py import-cameras FILE."))
+        return cams, ""
+
+    cams, problem = db.run_sync(unit)
+    db.dispose()
+    if problem:
+        print(html.unescape(problem), file=sys.stderr, flush=True)
+        return 2
+    now = datetime.now(UTC)
+    reports = [check_camera(cam, settings, now) for cam in cams]
+    print(html.unescape("\n\n".join(describe(r, t) for r in reports)), flush=True)
+    return 0 if all(r.ok for r in reports) else 1
+
+
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
                  p.add_argument("--update-stock", action="store_true",
                                 help="also set quantity, condition and room of existing codes from the file")))
-@command("import-equipment", "import or update the teaching-equipment catalogue from CSV or XLSX")
+@command("import-equipment", "import or update the teaching-equipment catalogue from CSV, XLSX or XLS")
 def cmd_import_equipment(ns: argparse.Namespace, settings: Settings) -> int:
     from bot.flows.equipment.catalogue import import_equipment_file
 
@@ -316,7 +367,7 @@ def cmd_email_names(ns: argparse.Namespace, settings: Settings) -> int:
 
 @args(lambda p: (p.add_argument("file"), p.add_argument("--school", default=None),
                  p.add_argument("--dry-run", action="store_true")))
-@command("import-accounts", "import who has which account (user names only) from CSV or XLSX")
+@command("import-accounts", "import who has which account (user names only) from CSV, XLSX or XLS")
 def cmd_import_accounts(ns: argparse.Namespace, settings: Settings) -> int:
     from bot.flows.accounts.importer import import_accounts_file
 

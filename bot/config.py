@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     web_chat_enabled: bool = True
     web_chat_password: str = ""
     public_base_url: str = ""
+    #: serve the web console (/admin) over plain http on a non-loopback WEB_HOST (behind a trusted network)
+    console_allow_http: bool = False
 
     default_locale: str = "vi"
     timezone: str = "Asia/Ho_Chi_Minh"

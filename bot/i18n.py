@@ -112,10 +112,11 @@ class Translator:
             d = self.local(d).date()
         return _bd_date(d, format="full", locale=self._babel_locale)
 
-    def time(self, t: dt.time | dt.datetime) -> str:
+    def time(self, t: dt.time | dt.datetime, fmt: str = "HH:mm") -> str:
+        """``08:30`` in the school's time zone (``fmt="HH:mm:ss"`` when seconds matter)."""
         if isinstance(t, dt.datetime):
             t = self.local(t).time()
-        return _bd_time(t, format="HH:mm", locale=self._babel_locale)
+        return _bd_time(t, format=fmt, locale=self._babel_locale)
 
     def datetime(self, when: dt.datetime) -> str:
         """``08:30 21/11/2026`` in the school's time zone."""

@@ -118,6 +118,9 @@ class Runtime:
             self.build_channels()
         if serve_web:
             self.web_app.router.add_get("/healthz", self._health)
+            from bot.channels.admin import setup as console_setup
+
+            console_setup(self, self.web_app)
             self._runner = web.AppRunner(self.web_app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.web_host, self.settings.web_port)

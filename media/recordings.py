@@ -207,6 +207,44 @@ def probe_duration(path: str | Path, timeout: float = 30.0) -> float | None:
     return value if value > 0 else None
 
 
+_MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
+
+
+def mp4_layout_ok(path: str | Path) -> bool | None:
+    """Whether an MP4 file's top-level boxes are whole: each box ends inside the file, the last one
+    exactly at its end, and a ``moov`` (or fragments) exists. ``None`` for a file that is not MP4 by
+    name. Cheap (box headers only): it finds the segment whose tail was cut off, which ffprobe reports
+    with its full duration when the index comes first (``+faststart``)."""
+    if not str(path).lower().endswith(_MP4_SUFFIXES):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            total = os.fstat(fh.fileno()).st_size
+            pos, index = 0, False
+            for _ in range(100_000):
+                if pos == total:
+                    return index
+                fh.seek(pos)
+                head = fh.read(16)
+                if len(head) < 8:
+                    return False
+                size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                header = 8
+                if size == 1:
+                    if len(head) < 16:
+                        return False
+                    size, header = int.from_bytes(head[8:16], "big"), 16
+                elif size == 0:
+                    size = total - pos
+                if size < header or pos + size > total:
+                    return False
+                index = index or kind in (b"moov", b"moof")
+                pos += size
+            return False
+    except OSError:
+        return False
+
+
 class DurationCache:
     """Segment durations keyed by (path, mtime_ns, size): in memory, and optionally in one small
     JSON sidecar per listed folder under ``index_dir`` (so the cost stays per window)."""

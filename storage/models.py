@@ -336,3 +336,31 @@ class RuleSetting(SQLModel, table=True):
     updated_by: int | None = Field(default=None, foreign_key="person.id")
     updated_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# The web console (bot/channels/admin): one-time login links and sessions, both stored as SHA-256 hashes
+# ---------------------------------------------------------------------------------------------
+class ConsoleLogin(SQLModel, table=True):
+    """A single-use login link sent in the chat (``/dangnhap``); only its hash is kept."""
+
+    __tablename__ = "console_login"
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    school_id: int = Field(foreign_key="school.id", index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ip: str = Field(default="", max_length=64)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in browser; ``id`` is the SHA-256 of the cookie's value."""
+
+    __tablename__ = "console_session"
+    id: str = Field(primary_key=True, max_length=64)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

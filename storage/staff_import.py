@@ -1,4 +1,4 @@
-"""Staff list import (CSV / XLSX) and printing of invite codes, for the command line.
+"""Staff list import (CSV / XLSX / XLS) and printing of invite codes, for the command line.
 
 ``python main.py import-staff FILE [--school NAME] [--dry-run]``
 
@@ -8,7 +8,12 @@
   split ``Họ đệm`` + ``Tên`` columns); the header row may sit under a title, it is searched for.
 * CSV: UTF-8 with or without BOM, UTF-16 (Excel "Unicode text"), else Windows-1258 (Vietnamese
   Windows) and finally Latin-1; the delimiter (``,`` ``;`` or tab) is the one under which a header row
-  is recognised. XLSX: the first sheet.
+  is recognised. XLSX (openpyxl) and old Excel XLS (python-calamine): the first sheet. Files over
+  ``MAX_FILE_BYTES`` are refused before they are parsed; cells go through :func:`bot.text.sanitize`.
+* :func:`preview` (the console's upload, and ``--dry-run``) works out, without writing anything, what
+  each row would do (new / updated / status change / unchanged) and every problem with its row and
+  column; :func:`apply` then applies exactly that preview (refused if the school's staff changed in
+  between, or if rows have problems unless told to skip them).
 * Every row is validated before anything is written; if any row is bad, nothing is written and the
   report names each row as Excel numbers it. The import is one transaction and one audit event.
 * People are matched by phone number within the school (or, for people recorded without a phone,
@@ -28,15 +33,19 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import hashlib
+import hmac
 import html
 import io
+import json
 import logging
 import re
 import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,8 +137,9 @@ _MESSAGES: dict[str, str] = {
     "unreadable": N_("Cannot read the file {path}."),
     "too_big": N_("The file is too large (more than {limit} MB); is it really the staff list?"),
     "too_many_rows": N_("The file has more than {limit} rows; split it into several files."),
-    "bad_type": N_("Unsupported file type “{ext}”: save the staff list as .xlsx or .csv."),
-    "old_xls": N_("This is an old Excel file (.xls): open it in Excel and save it as .xlsx or .csv."),
+    "bad_type": N_("Unsupported file type “{ext}”: save the staff list as .xlsx, .xls or .csv."),
+    "bad_xls": N_("The file is not a valid Excel .xls file (it is damaged, or another kind of file "
+                  "renamed to .xls)."),
     "bad_xlsx": N_("The file is not a valid Excel .xlsx file (it is damaged, or another kind of file "
                    "renamed to .xlsx)."),
     "not_text": N_("The file is not a text (CSV) file."),
@@ -138,6 +148,9 @@ _MESSAGES: dict[str, str] = {
     "missing_column": N_("The column “{column}” is missing from the header row (row {row})."),
     "no_rows": N_("The table has no staff rows under the header (row {row})."),
     "several_schools": N_("There are several schools in the database ({names}); choose one with --school."),
+    "no_school": N_("The school was not found."),
+    "stale": N_("The staff list of the school changed after this preview; check the file again before "
+                "applying it."),
     # one row
     "name_missing": N_("Row {row}: the full name is missing."),
     "name_bad": N_("Row {row}: “{value}” does not look like a full name."),
@@ -153,6 +166,15 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+#: The column a row problem is about (keys of :data:`COLUMN_TITLES`).
+_PROBLEM_COLUMNS: dict[str, str] = {
+    "name_missing": "full_name", "name_bad": "full_name", "name_long": "full_name",
+    "phone_missing": "phone", "phone_bad": "phone", "phone_dup": "phone",
+    "roles_missing": "roles", "role_unknown": "roles", "email_bad": "email", "status_bad": "status",
+    "unit_long": "unit",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with the file (``row`` is ``None``) or with one row, as Excel numbers it."""
@@ -160,6 +182,16 @@ class Problem:
     code: str
     row: int | None = None
     values: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def column(self) -> str | None:
+        """The column (a key of :data:`COLUMN_TITLES`) a row problem is about, ``None`` for the file."""
+        return _PROBLEM_COLUMNS.get(self.code)
+
+    def column_title(self, tr: Translator) -> str:
+        """The column's title in the translator's language ("" for a problem of the whole file)."""
+        column = self.column
+        return tr.t(COLUMN_TITLES[column]) if column else ""
 
     def render(self, tr: Translator) -> str:
         values = dict(self.values)
@@ -370,6 +402,27 @@ def _read_xlsx(data: bytes) -> list[Table]:
         wb.close()
 
 
+def _read_xls(data: bytes) -> list[Table]:
+    """An Excel 97-2003 workbook (BIFF8, ``.xls``), first sheet, read with python-calamine."""
+    from python_calamine import CalamineWorkbook
+
+    try:
+        wb = CalamineWorkbook.from_filelike(io.BytesIO(data))
+        if not wb.sheet_names:
+            raise FileProblem(_problem("empty"))
+        sheet = wb.get_sheet_by_index(0)
+        # Row numbers must be Excel's: the leading empty rows are kept (skip_empty_area=False).
+        if sheet.total_height > MAX_ROWS + HEADER_SEARCH_ROWS:
+            raise FileProblem(_problem("too_many_rows", limit=MAX_ROWS))
+        values = sheet.to_python(skip_empty_area=False)
+    except FileProblem:
+        raise
+    except Exception as exc:  # calamine raises its own errors (and ValueError) on damaged files
+        log.info("not a readable xls: %s", type(exc).__name__)
+        raise FileProblem(_problem("bad_xls")) from None
+    return [[(i, [_cell(v) for v in row]) for i, row in enumerate(values, start=1)]]
+
+
 def read_table(path: str) -> list[Table]:
     """The candidate tables of a file (one per plausible CSV delimiter); raises :class:`FileProblem`."""
     p = Path(path)
@@ -377,18 +430,31 @@ def read_table(path: str) -> list[Table]:
         raise FileProblem(_problem("not_found", path=path))
     try:
         size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
+        if size > MAX_FILE_BYTES:  # before reading a byte of it
             raise FileProblem(_problem("too_big", limit=MAX_FILE_BYTES // (1024 * 1024)))
         data = p.read_bytes()
     except OSError:
         raise FileProblem(_problem("unreadable", path=path)) from None
+    return read_data(data, p.name)
+
+
+def read_data(data: bytes, filename: str) -> list[Table]:
+    """Like :func:`read_table`, for the bytes of an upload named ``filename`` (its extension and its
+    first bytes decide the format: XLSX, XLS or CSV). The size limit is checked before any parsing."""
+    if len(data) > MAX_FILE_BYTES:
+        raise FileProblem(_problem("too_big", limit=MAX_FILE_BYTES // (1024 * 1024)))
     if not data.strip():
         raise FileProblem(_problem("empty"))
-    ext = p.suffix.lower()
+    ext = Path(filename).suffix.lower()
     is_zip = data.startswith(b"PK\x03\x04")
-    is_ole = data.startswith(b"\xd0\xcf\x11\xe0")
-    if is_ole or ext == ".xls":
-        raise FileProblem(_problem("old_xls"))
+    is_ole = data.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+    if ext == ".xls" or (is_ole and ext not in (".csv", ".txt", ".tsv")):
+        if not is_ole:
+            # An .xlsx saved under .xls is common and harmless; anything else is not an .xls.
+            if is_zip and zipfile.is_zipfile(io.BytesIO(data)):
+                return _read_xlsx(data)
+            raise FileProblem(_problem("bad_xls"))
+        return _read_xls(data)
     if ext in (".xlsx", ".xlsm") or (is_zip and ext not in (".csv", ".txt", ".tsv")):
         if not is_zip or not zipfile.is_zipfile(io.BytesIO(data)):
             raise FileProblem(_problem("bad_xlsx"))
@@ -529,22 +595,107 @@ def _line(p: Person | StaffRow, **kw: Any) -> PersonLine:
     return PersonLine(p.full_name, mask_phone(p.phone), p.unit or "", p.roles, **kw)
 
 
-def import_staff_file(db: Database, path: str, *, school_name: str | None, dry_run: bool,
-                      tr: Translator, after: Sequence[StaffImportHook] | None = None) -> ImportReport:
-    """Validate the whole file, then (unless ``dry_run``) apply it in one transaction.
+# -- preview and apply ------------------------------------------------------------------------------
+class RowKind(StrEnum):
+    """What applying the file does to one row's person."""
 
-    ``after``: hooks run in that transaction once the file is applied; by default every discovered
-    workflow's :attr:`~bot.core.Workflow.on_staff_import`."""
-    if after is None:
-        from bot.core.flow import discover_workflows
+    NEW = "new"
+    UPDATED = "updated"
+    STATUS = "status"  # updated, and the status changes (transfer, retirement, leaving)
+    UNCHANGED = "unchanged"
+    ERROR = "error"  # the row has problems: never applied
 
-        after = [wf.on_staff_import for wf in discover_workflows() if wf.on_staff_import is not None]
-    hooks = tuple(after)
-    shown = Path(path).name or path
-    try:
-        candidates = read_table(path)
-    except FileProblem as fp:
-        return ImportReport(shown, dry_run, problems=(fp.problem,))
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    row: int
+    kind: RowKind
+    person_id: int | None
+    changes: tuple[str, ...] = ()
+    old_status: str = ""
+    new_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewRow:
+    """One row of the file as the preview shows it: the person read from it (a valid phone number is
+    masked), what applying would do, and every problem of the row (``kind`` is ``ERROR`` then)."""
+
+    row: int
+    kind: RowKind
+    full_name: str
+    phone: str
+    roles: tuple[str, ...]  # role keys for a valid row; the cell's text otherwise
+    unit: str
+    email: str
+    status: str  # a PersonStatus value, or "" (keep the person's status)
+    person_id: int | None = None
+    changes: tuple[str, ...] = ()  # keys of COLUMN_TITLES
+    old_status: str = ""
+    new_status: str = ""
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What importing a staff file would do, computed without writing anything (:func:`preview`), and
+    what :func:`apply` then applies: the valid rows, exactly as shown."""
+
+    file: str
+    report: ImportReport  # the dry-run report; its ``problems`` are the file's and every row's
+    rows: tuple[PreviewRow, ...] = ()
+    school_id: int | None = None
+    school_name: str | None = None
+    default_name: str = "My school"
+    header: Header | None = field(default=None, repr=False)
+    valid: tuple[StaffRow, ...] = field(default=(), repr=False)
+    plan: tuple[_Outcome, ...] = field(default=(), repr=False)
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return self.report.problems
+
+    @property
+    def file_problems(self) -> tuple[Problem, ...]:
+        """Problems of the whole file (nothing can be applied while there is one)."""
+        return tuple(p for p in self.report.problems if p.row is None or p.code in ("missing_column", "no_rows"))
+
+    @property
+    def row_problems(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.report.problems if p not in self.file_problems)
+
+    @property
+    def ok(self) -> bool:
+        return not self.report.problems
+
+    def count(self, kind: RowKind) -> int:
+        return sum(1 for r in self.rows if r.kind == kind)
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of what this preview would apply (the school, each valid row and its outcome,
+        the problems). A page can carry it in its confirm form instead of keeping the preview: the file
+        posted again is applied only if its new preview has the same digest (``apply(expected=...)``)."""
+        body = json.dumps([self.school_id, self.school_name, [astuple(r) for r in self.valid],
+                           [astuple(o) for o in self.plan], [astuple(p) for p in self.report.problems]],
+                          default=str, ensure_ascii=False)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def render(self, tr: Translator) -> str:
+        """Plain text: the report, then (when some rows have problems) what the other rows would do."""
+        text = self.report.render(tr)
+        if self.row_problems and not self.file_problems and self.valid:
+            counts = {k.value: tr.number(self.count(k))
+                      for k in (RowKind.NEW, RowKind.UPDATED, RowKind.STATUS, RowKind.UNCHANGED)}
+            text += "\n" + html.unescape(tr.t(
+                "Rows without problems: {new} new, {updated} updated, {status} status changes, {unchanged} "
+                "unchanged.", **counts))
+        return text
+
+
+def _parse(data: bytes, filename: str) -> tuple[Table, Header, list[StaffRow], list[Problem]]:
+    """Read and validate; raises :class:`FileProblem` when the file as a whole is unusable."""
+    candidates = read_data(data, filename)
     best: tuple[Table, Header] | None = None
     for table in candidates:
         header = find_header(table)
@@ -552,31 +703,164 @@ def import_staff_file(db: Database, path: str, *, school_name: str | None, dry_r
             best = (table, header)
     if best is None:
         non_empty = any(any(ch.isalnum() for c in cells for ch in c) for t in candidates for _, cells in t)
-        return ImportReport(shown, dry_run, problems=(_problem("no_header" if non_empty else "empty"),))
+        raise FileProblem(_problem("no_header" if non_empty else "empty"))
     table, header = best
+    rows, problems = validate(table, header)
+    return table, header, rows, problems
+
+
+def _error_row(row_no: int, cells: Sequence[str], cols: dict[str, int], problems: tuple[Problem, ...]) -> PreviewRow:
+    name = _get(cells, cols, "full_name") or ""
+    if not name and "given" in cols:
+        name = clean(f"{_get(cells, cols, 'family') or ''} {_get(cells, cols, 'given') or ''}")
+    raw_phone = _get(cells, cols, "phone") or ""
+    phone = normalize_phone(raw_phone)
+    status = parse_status(_get(cells, cols, "status") or "")
+    return PreviewRow(row_no, RowKind.ERROR, name, mask_phone(phone) if phone else raw_phone,
+                      tuple(x for x in [_get(cells, cols, "roles") or ""] if x), _get(cells, cols, "unit") or "",
+                      _get(cells, cols, "email") or "", status.value if status else "", problems=problems)
+
+
+def preview(db: Database, data: bytes, filename: str, *, school_id: int | None = None,
+            school_name: str | None = None, tr: Translator | None = None) -> Preview:
+    """What importing ``data`` (an upload named ``filename``: XLSX, XLS or CSV) into the school would do,
+    row by row, with every problem; writes nothing. The school: ``school_id`` (the console), else
+    ``school_name`` / the only school / a new one, as on the command line."""
+    shown = Path(filename).name or filename or "?"
+    default_name = tr.t("My school") if tr is not None else "My school"
+
+    def made(report: ImportReport, **kw: Any) -> Preview:
+        return Preview(shown, report, school_id=school_id, school_name=school_name, default_name=default_name, **kw)
+
+    try:
+        table, header, rows, problems = _parse(data, filename)
+    except FileProblem as fp:
+        return made(ImportReport(shown, True, problems=(fp.problem,)))
     missing_cols = [c for c in ("phone", "roles") if c not in header.columns]
     if missing_cols:
-        return ImportReport(shown, dry_run, header_row=header.row, problems=tuple(
-            _problem("missing_column", column=c, row=header.row) for c in missing_cols))
-    rows, problems = validate(table, header)
+        return made(ImportReport(shown, True, header_row=header.row, problems=tuple(
+            _problem("missing_column", column=c, row=header.row) for c in missing_cols)), header=header)
+    if not rows and not problems:
+        return made(ImportReport(shown, True, header_row=header.row, problems=(_problem("no_rows", row=header.row),)),
+                    header=header)
+    outcomes: list[_Outcome] = []
+    if rows:
+        report = db.run_sync(lambda s: _apply(s, rows, header=header, file=shown, school_name=school_name,
+                                              default_name=default_name, dry_run=True, after=(),
+                                              school_id=school_id, outcomes=outcomes))
+    else:
+        report = ImportReport(shown, True, header_row=header.row)
     if problems:
-        return ImportReport(shown, dry_run, header_row=header.row, problems=tuple(problems))
-    if not rows:
-        return ImportReport(shown, dry_run, header_row=header.row, problems=(_problem("no_rows", row=header.row),))
-    default_name = tr.t("My school")
+        report = replace(report, problems=report.problems + tuple(problems))
+    by_row = {o.row: o for o in outcomes}
+    good = {r.row: r for r in rows}
+    bad: dict[int, list[Problem]] = {}
+    for pr in problems:
+        bad.setdefault(pr.row or 0, []).append(pr)
+    shown_rows: list[PreviewRow] = []
+    for row_no, cells in table:
+        if row_no in bad:
+            shown_rows.append(_error_row(row_no, cells, header.columns, tuple(bad[row_no])))
+        elif row_no in good and row_no in by_row:
+            r, o = good[row_no], by_row[row_no]
+            shown_rows.append(PreviewRow(row_no, o.kind, r.full_name, mask_phone(r.phone), r.roles, r.unit or "",
+                                         r.email or "", r.status.value if r.status else "", o.person_id,
+                                         o.changes, o.old_status, o.new_status))
+    return made(report, rows=tuple(shown_rows), header=header, valid=tuple(rows), plan=tuple(outcomes))
+
+
+def _hooks(after: Sequence[StaffImportHook] | None) -> tuple[StaffImportHook, ...]:
+    if after is None:
+        from bot.core.flow import discover_workflows
+
+        after = [wf.on_staff_import for wf in discover_workflows() if wf.on_staff_import is not None]
+    return tuple(after)
+
+
+def apply(db: Database, source: Preview | bytes, filename: str = "", *, school_id: int | None = None,
+          school_name: str | None = None, skip_bad_rows: bool = False, actor_id: int | None = None,
+          channel: str = "web", tr: Translator | None = None, expected: str | None = None,
+          after: Sequence[StaffImportHook] | None = None) -> ImportReport:
+    """Apply a :class:`Preview` (or the bytes of a file, previewed first) exactly as it was shown, in one
+    transaction with one audit event and the workflows' ``on_staff_import`` hooks.
+
+    Refused (nothing written, the report's ``problems`` say why) when the file as a whole is unusable,
+    when rows have problems (unless ``skip_bad_rows``: then only the valid rows are applied), and when
+    the school's staff changed since the preview (``stale``: preview again). ``expected``: the
+    :attr:`Preview.digest` the person saw; a different preview now is ``stale`` too."""
+    if isinstance(source, bytes):
+        source = preview(db, source, filename, school_id=school_id, school_name=school_name, tr=tr)
+    pv = source
+    if expected is not None and not hmac.compare_digest(expected, pv.digest):
+        return ImportReport(pv.file, header_row=pv.header.row if pv.header else 0, problems=(_problem("stale"),))
+    if pv.file_problems or pv.header is None:
+        return replace(pv.report, dry_run=False, problems=pv.file_problems or pv.report.problems)
+    if pv.row_problems and not skip_bad_rows:
+        return replace(pv.report, dry_run=False, created=(), updated=(), unchanged=0, missing=())
+    if not pv.valid:
+        return ImportReport(pv.file, header_row=pv.header.row, problems=(_problem("no_rows", row=pv.header.row),))
+    hooks = _hooks(after)
+    header = pv.header
+    skipped = len({p.row for p in pv.row_problems})
 
     def unit_of_work(s: Session) -> ImportReport:
-        return _apply(s, rows, header=header, file=shown, school_name=school_name, default_name=default_name,
-                      dry_run=dry_run, after=hooks)
+        if pv.school_id is not None:  # two uploads applied at once: one after the other (PostgreSQL)
+            s.exec(select(School).where(School.id == pv.school_id).with_for_update()).first()
+        now_plan: list[_Outcome] = []
+        kw: dict[str, Any] = {"header": header, "file": pv.file, "school_name": pv.school_name,
+                              "default_name": pv.default_name, "school_id": pv.school_id}
+        check = _apply(s, pv.valid, dry_run=True, after=(), outcomes=now_plan, **kw)
+        if check.problems:
+            return replace(check, dry_run=False)
+        if tuple(now_plan) != pv.plan:
+            return ImportReport(pv.file, header_row=header.row, problems=(_problem("stale"),))
+        return _apply(s, pv.valid, dry_run=False, after=hooks, channel=channel, actor_id=actor_id,
+                      skipped=skipped, **kw)
 
     return db.run_sync(unit_of_work)
 
 
-def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, school_name: str | None,
-           default_name: str, dry_run: bool, after: Sequence[StaffImportHook]) -> ImportReport:
+def import_staff_file(db: Database, path: str, *, school_name: str | None, dry_run: bool,
+                      tr: Translator, after: Sequence[StaffImportHook] | None = None) -> ImportReport:
+    """Validate the whole file, then (unless ``dry_run``) apply it in one transaction: the command line's
+    :func:`preview` + :func:`apply`.
+
+    ``after``: hooks run in that transaction once the file is applied; by default every discovered
+    workflow's :attr:`~bot.core.Workflow.on_staff_import`."""
+    shown = Path(path).name or path
+    try:
+        p = Path(path)
+        if not p.is_file():
+            raise FileProblem(_problem("not_found", path=path))
+        try:
+            if p.stat().st_size > MAX_FILE_BYTES:  # before reading a byte of it
+                raise FileProblem(_problem("too_big", limit=MAX_FILE_BYTES // (1024 * 1024)))
+            data = p.read_bytes()
+        except OSError:
+            raise FileProblem(_problem("unreadable", path=path)) from None
+    except FileProblem as fp:
+        return ImportReport(shown, dry_run, problems=(fp.problem,))
+    pv = preview(db, data, shown, school_name=school_name, tr=tr)
+    if pv.problems:
+        return replace(pv.report, dry_run=dry_run, created=(), updated=(), unchanged=0, missing=())
+    if dry_run:
+        return pv.report
+    return apply(db, pv, channel="cli", after=after)
+
+
+def _apply(s: Session, rows: Sequence[StaffRow], *, header: Header, file: str, school_name: str | None,
+           default_name: str, dry_run: bool, after: Sequence[StaffImportHook], school_id: int | None = None,
+           channel: str = "cli", actor_id: int | None = None, outcomes: list[_Outcome] | None = None,
+           skipped: int = 0) -> ImportReport:
+    """Apply (or with ``dry_run`` only work out) the valid ``rows``; ``outcomes`` collects, per row,
+    what happens to it. ``school_id`` (the console) wins over ``school_name`` (the CLI)."""
     created_school = defaulted = False
     school: School | None
-    if school_name and clean(school_name):
+    if school_id is not None:
+        school = s.get(School, school_id)
+        if school is None:
+            return ImportReport(file, dry_run, header_row=header.row, problems=(_problem("no_school"),))
+    elif school_name and clean(school_name):
         name = clean(school_name)[:200]
         school = _find_school(s, name)
         if school is None:
@@ -616,6 +900,8 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
                 person = same_name[0]
         if person is None:
             created.append(_line(row))
+            if outcomes is not None:
+                outcomes.append(_Outcome(row.row, RowKind.NEW, None))
             if not dry_run:
                 assert school.id is not None
                 s.add(Person(school_id=school.id, full_name=row.full_name, phone=row.phone,
@@ -634,11 +920,16 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
         if row.status is not None:
             new_values["status"] = row.status.value
         changes = [k for k, v in new_values.items() if getattr(person, k) != v]
+        old_status = person.status
+        status_changed = "status" in changes
+        if outcomes is not None:
+            kind = RowKind.STATUS if status_changed else RowKind.UPDATED if changes else RowKind.UNCHANGED
+            outcomes.append(_Outcome(row.row, kind, person.id, tuple(c for c in changes if c in COLUMN_TITLES),
+                                     old_status if status_changed else "",
+                                     new_values["status"] if status_changed else ""))
         if not changes:
             unchanged += 1
             continue
-        old_status = person.status
-        status_changed = "status" in changes
         updated.append(_line(row, changes=tuple(c for c in changes if c in COLUMN_TITLES),
                              old_status=old_status if status_changed else "",
                              new_status=new_values["status"] if status_changed else ""))
@@ -657,11 +948,12 @@ def _apply(s: Session, rows: list[StaffRow], *, header: Header, file: str, schoo
                           header_row=header.row, rows=len(rows))
     if not dry_run:
         s.flush()
-        audit.record(s, action="staff.imported", school_id=school.id, channel="cli",
+        audit.record(s, action="staff.imported", school_id=school.id, channel=channel, actor_id=actor_id,
                      subject=f"school:{school.id}",
                      details={"file": file, "rows": len(rows), "created": len(created), "updated": len(updated),
                               "unchanged": unchanged, "status_changed": len(report.status_changes),
-                              "missing": len(missing), "school_created": created_school})
+                              "missing": len(missing), "school_created": created_school,
+                              **({"skipped_rows": skipped} if skipped else {})})
         for hook in after:  # the workflows' (accounts: revocation checklists, newcomers' e-mail names)
             hook(s, school=school, known=people, was_active=was_active, now=now)
     return report
@@ -805,5 +1097,6 @@ def print_invites(db: Database, settings: Settings, *, phone: str | None, school
     return code
 
 
-__all__ = ["ImportReport", "PersonLine", "Problem", "StaffRow", "decode_text", "find_header", "import_staff_file",
-           "parse_status", "print_invites", "read_table", "telegram_username", "validate"]
+__all__ = ["ImportReport", "PersonLine", "Preview", "PreviewRow", "Problem", "RowKind", "StaffRow", "apply",
+           "decode_text", "find_header", "import_staff_file", "parse_status", "preview", "print_invites", "read_data",
+           "read_table", "telegram_username", "validate"]

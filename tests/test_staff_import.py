@@ -213,7 +213,7 @@ def test_a_bad_row_means_nothing_is_written_and_each_row_is_named(db: Database, 
     ("noheader.csv", "Nguyễn Thị Vân,0912345678\n".encode(), "no_header"),
     ("broken.xlsx", b"this is not a spreadsheet", "bad_xlsx"),
     ("renamed.xlsx", None, "bad_xlsx"),  # a zip that is not a workbook
-    ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "old_xls"),
+    ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "bad_xls"),
     ("list.pdf", b"%PDF-1.4 ...", "bad_type"),
     ("binary.csv", b"\x00\x01\x02\x03" * 10, "not_text"),
     ("nophone.csv", "Họ và tên,Vai trò,Tổ\nA,GV,Tổ 1\n".encode(), "missing_column"),

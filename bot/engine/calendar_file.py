@@ -1,5 +1,6 @@
-"""The compliance calendar from the command line: print a school's rules, or load their settings
-from a file (``python main.py calendar [--school NAME] [--load lich.toml]``).
+"""The compliance calendar from the command line: print a school's rules (next and last run), load
+their settings from a file, or run one rule's occurrence of this period now
+(``python main.py calendar [--school NAME] [--load lich.toml] [--run-now RULE]``).
 
 The file is TOML (or JSON) with one table per rule key; every field is optional::
 
@@ -24,17 +25,31 @@ from __future__ import annotations
 
 import json
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from bot.core import Registry
-from bot.engine.reminders import DailyAt, EveryNDays, Monthly, Quarterly, Rule, Weekly, rule_params
+from bot.config import Settings
+from bot.core import Ctx, Inbound, Registry, Sender, Services
+from bot.core.clock import Clock, SystemClock
+from bot.engine.reminders import (
+    DailyAt,
+    EveryNDays,
+    Monthly,
+    Quarterly,
+    Rule,
+    RunNowResult,
+    RunNowStatus,
+    Weekly,
+    rule_status,
+    run_rule_now,
+)
 from bot.i18n import Translator
 from bot.roles import Role
 from bot.text import fold
-from bot.workdays import school_days_off
 from storage import audit
 from storage.db import Database
 from storage.models import RuleSetting, School, utcnow
@@ -160,27 +175,67 @@ def load_file(db: Database, registry: Registry, path: str | Path, *, school_name
     return True, result
 
 
-def render(db: Database, registry: Registry, *, school_name: str | None, tr: Translator) -> tuple[bool, list[str]]:
+def render(db: Database, registry: Registry, *, school_name: str | None, tr: Translator,
+           now: datetime | None = None) -> tuple[bool, list[str]]:
+    """The school's rules, one a line: key, on/off, title · schedule · next run · last run · recipients."""
     def go(s: Session) -> list[str] | None:
         school = find_school(s, school_name)
         if school is None or school.id is None:
             return None
-        from datetime import datetime
-
-        now = datetime.now(tr.tz)
-        off = school_days_off(school.settings)
+        at = now or datetime.now(tr.tz)
         lines = [tr.t("Reminder calendar of {school}:", school=school.name)]
-        for rule in sorted(registry.rules.values(), key=lambda r: (r.order, r.key)):
-            enabled, params = rule_params(s, school.id, rule)
-            nxt = rule.schedule.next_at(now, params, off) if enabled else None
-            state = tr.t("on") if enabled else tr.t("off")
-            when = tr.datetime(nxt) if nxt else "—"
-            roles = ", ".join(params.get("roles") or rule.roles) or "—"
-            lines.append(f"  {rule.key:<22} {state:<6} {tr.t(rule.title)} · {rule.schedule.describe(tr, params)} · "
-                         f"{when} · {roles}")
+        for st in rule_status(s, registry, school.id, at, tr):
+            state = tr.t("on") if st.enabled else tr.t("off")
+            when = tr.datetime(st.next_at) if st.next_at else "—"
+            last = (tr.t("last run: {when}", when=tr.datetime(st.last_at.astimezone(tr.tz))) if st.last_at
+                    else tr.t("never run"))
+            roles = ", ".join(st.roles) or "—"
+            lines.append(f"  {st.key:<22} {state:<6} {tr.t(st.title)} · {st.schedule} · "
+                         f"{when} · {last} · {roles}")
         return lines
 
     out = db.run_sync(go)
     if out is None:
         return False, [tr.t("Which school? Give its name with --school.")]
     return True, out
+
+
+class _SentByTheBot:
+    """The fan-out as the CLI sees it: notices stay ``queued`` in the database and the running bot's
+    fan-out sends them at its next scheduler tick."""
+
+    async def drain(self, *, max_rounds: int = 0) -> int:
+        return 0
+
+
+def run_now(db: Database, registry: Registry, settings: Settings, rule_key: str, *, school_name: str | None,
+            tr: Translator, clock: Clock | None = None) -> tuple[bool, list[str]]:
+    """``calendar --run-now RULE``: this period's occurrence now (:func:`run_rule_now`, the
+    scheduler's keys), from the command line. Returns (ok, lines to print)."""
+    clock = clock or SystemClock()
+    services = Services(settings=settings, registry=registry, clock=clock, fanout=_SentByTheBot())
+
+    def go(s: Session) -> RunNowResult | None:
+        school = find_school(s, school_name)
+        if school is None or school.id is None:
+            return None
+        ctx = Ctx(session=s, services=services, inbound=Inbound(channel="cli", user_id="", chat_id="",
+                                                                update_key=""),
+                  person=None, school=school, tr=tr, now=clock.now())
+        result = run_rule_now(ctx, school.id, rule_key)
+        Sender.persist(s, ctx.outbox)  # anything sent outside a notice: the bot's outbox recovery sends it
+        return result
+
+    try:
+        result = db.run_sync(go)
+    except IntegrityError:  # the bot's scheduler wrote this period's keys at the same moment
+        result = db.run_sync(go)
+    if result is None:
+        return False, [tr.t("Which school? Give its name with --school.")]
+    lines = [result.message(tr, quiet=settings.quiet_window())]
+    if result.status == RunNowStatus.UNKNOWN:
+        lines.append(tr.t("Known: {known}.", known=", ".join(sorted(registry.rules))))
+    if result.sent:
+        lines.append(tr.t("The running bot sends them at its next check (within {n} seconds).",
+                          n=settings.scheduler_tick_seconds))
+    return result.ok, lines

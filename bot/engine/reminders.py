@@ -34,8 +34,9 @@ import calendar
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -110,6 +111,11 @@ class Schedule:
     def describe(self, tr: Translator, p: Mapping[str, Any]) -> str:
         raise NotImplementedError
 
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        """The occurrence of the period ``now`` falls in, whether or not it is due yet (``Chạy ngay``
+        runs it early under the same key, so the scheduled run finds it done)."""
+        return self.occurrence(now, p, off)
+
 
 @dataclass(frozen=True)
 class Monthly(Schedule):
@@ -135,6 +141,9 @@ class Monthly(Schedule):
         if now < at or at.month != now.month:
             return None
         return Occurrence(f"{now.year}-{now.month:02d}", at)
+
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        return Occurrence(f"{now.year}-{now.month:02d}", self._due(now.year, now.month, p, now.tzinfo, off))
 
     def next_at(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> datetime:
         at = self._due(now.year, now.month, p, now.tzinfo, off)
@@ -173,6 +182,10 @@ class Quarterly(Schedule):
         if now < at:
             return None
         return Occurrence(f"{now.year}-Q{q + 1}", at)
+
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        q = (now.month - 1) // 3
+        return Occurrence(f"{now.year}-Q{q + 1}", self._due(now.year, q, p, now.tzinfo, off))
 
     def next_at(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> datetime:
         q = (now.month - 1) // 3
@@ -217,6 +230,12 @@ class EveryNDays(Schedule):
                 return Occurrence(start.isoformat(), at)
         return None
 
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        n = max(1, int(p.get("days", self.days)))
+        start = self._start((now.date() - EPOCH).days // n, n)
+        return Occurrence(start.isoformat(), _at(_shift(start, self.working_days, off),
+                                                 int(p.get("hour", self.hour)), now.tzinfo))
+
     def next_at(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> datetime:
         n = max(1, int(p.get("days", self.days)))
         hour = int(p.get("hour", self.hour))
@@ -257,6 +276,11 @@ class Weekly(Schedule):
         iso = monday.isocalendar()
         return Occurrence(f"{iso.year}-W{iso.week:02d}", at)
 
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        monday = now.date() - timedelta(days=now.weekday())
+        iso = monday.isocalendar()
+        return Occurrence(f"{iso.year}-W{iso.week:02d}", self._due(monday, p, now.tzinfo, off))
+
     def next_at(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> datetime:
         monday = now.date() - timedelta(days=now.weekday())
         at = self._due(monday, p, now.tzinfo, off)
@@ -293,6 +317,15 @@ class DailyAt(Schedule):
         if not due:
             return None
         return Occurrence(f"{now.date().isoformat()}T{due[-1]:02d}", _at(now.date(), due[-1], now.tzinfo))
+
+    def period_now(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> Occurrence | None:
+        """The slot under way, or before the first slot of a working day, that day's first one
+        (none on a day off)."""
+        occ = self.occurrence(now, p, off)
+        if occ is not None or (self.working_days and not is_working_day(now.date(), off)):
+            return occ
+        h = self._hours(p)[0]
+        return Occurrence(f"{now.date().isoformat()}T{h:02d}", _at(now.date(), h, now.tzinfo))
 
     def next_at(self, now: datetime, p: Mapping[str, Any], off: frozenset[date]) -> datetime | None:
         d = now.date()
@@ -362,6 +395,7 @@ class RuleRun:
     deferred: bool = False
     notified: int = 0
     days_off: frozenset[date] = field(default_factory=frozenset)
+    reached: set[int] = field(default_factory=set)   # people notified by this run
 
     @property
     def session(self) -> Session:
@@ -426,8 +460,13 @@ class RuleRun:
         if not (urgent or self.rule.urgent) and self.quiet_now():
             self.deferred = True
             return False
-        return queue_notice(self.ctx, rule=self.rule.key, person=person, period=self.period if key is None else key,
-                            make=make, school_id=self.school.id)
+        queued = queue_notice(self.ctx, rule=self.rule.key, person=person,
+                              period=self.period if key is None else key, make=make, school_id=self.school.id)
+        if queued:
+            self.notified += 1
+            if person.id is not None:
+                self.reached.add(person.id)
+        return queued
 
 
 def notice_key(rule: str, person_id: int | None, period: str) -> str:
@@ -572,6 +611,189 @@ def set_rule(ctx: Ctx, school_id: int, rule: Rule, *, enabled: bool | None = Non
     ctx.session.flush()
     ctx.audit("calendar.rule_changed", f"rule:{rule.key}", enabled=setting.enabled, params=setting.params)
     return setting
+
+
+# ---------------------------------------------------------------------------------------------
+# "Chạy ngay": this period's occurrence on demand, and each rule's state (console, CLI, /lich)
+# ---------------------------------------------------------------------------------------------
+class RunNowStatus(StrEnum):
+    SENT = "sent"            # ran: ``sent`` notices queued (0: nobody needed one)
+    ALREADY = "already"      # this period's occurrence had already been handled: nothing sent
+    QUIET = "quiet"          # quiet hours: held back (the period stays open)
+    DISABLED = "disabled"    # the school switched the rule off
+    UNKNOWN = "unknown"      # no such rule (or no such school)
+    NO_PERIOD = "no_period"  # nothing falls due now (a day off for a working-days rule)
+
+
+@dataclass(frozen=True)
+class RunNowResult:
+    """What :func:`run_now` did, for the console, the CLI and ``/lich`` to show."""
+
+    status: RunNowStatus
+    rule: str
+    title: str = ""              # msgid
+    period: str = ""
+    due_at: datetime | None = None
+    sent: int = 0                # notices queued by this run
+    people: int = 0              # distinct people they go to
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RunNowStatus.SENT, RunNowStatus.ALREADY)
+
+    def message(self, tr: Translator, *, quiet: tuple[time, time] | None = None) -> str:
+        title = tr.t(self.title) if self.title else self.rule
+        if self.status == RunNowStatus.UNKNOWN:
+            return tr.t("There is no reminder “{rule}”.", rule=self.rule)
+        if self.status == RunNowStatus.DISABLED:
+            return tr.t("“{rule}” is switched off for this school: switch it on first.", rule=title)
+        if self.status == RunNowStatus.NO_PERIOD:
+            return tr.t("“{rule}” has nothing due today (not a working day).", rule=title)
+        if self.status == RunNowStatus.ALREADY:
+            return tr.t("“{rule}” has already run for this period: nothing more was sent.", rule=title)
+        if self.status == RunNowStatus.QUIET:
+            end = quiet[1].strftime("%H:%M") if quiet else ""
+            return tr.t("It is quiet hours: “{rule}” was not sent. Run it again after {time}.", rule=title,
+                        time=end)
+        if self.sent == 0:
+            return tr.t("“{rule}” ran now: nobody needed a reminder this time.", rule=title)
+        return tr.t("“{rule}” ran now: {n} reminders to {people} people. The scheduled run of this period "
+                    "will not send them again.", rule=title, n=self.sent, people=self.people)
+
+
+def run_rule_now(ctx: Ctx, school_id: int, rule_key: str) -> RunNowResult:
+    """Run, in the caller's unit, the occurrence of the period ``ctx.now`` falls in — due yet or not —
+    under the scheduler's keys: notices ``rule|person|period`` and the period's ``done`` marker. So
+    the scheduled tick of that period, a second "run now" and a replay send nothing more.
+
+    A period that is not due yet and needed no notice is left open (the scheduled run checks again
+    then). Quiet hours hold non-urgent notices as they do for the scheduler. Audited
+    (``calendar.rule_run_now``) with the person of ``ctx`` as actor."""
+    rule = ctx.registry.rules.get(rule_key)
+    school = ctx.session.get(School, school_id)
+    if rule is None or school is None:
+        return RunNowResult(RunNowStatus.UNKNOWN, rule_key)
+    enabled, params = rule_params(ctx.session, school_id, rule)
+    if not enabled:
+        return RunNowResult(RunNowStatus.DISABLED, rule.key, rule.title)
+    off = school_days_off(school.settings)
+    now = ctx.local_now()
+    occ = rule.schedule.period_now(now, params, off)
+    if occ is None:
+        return RunNowResult(RunNowStatus.NO_PERIOD, rule.key, rule.title)
+    base = RunNowResult(RunNowStatus.ALREADY, rule.key, rule.title, occ.period, occ.at)
+    periodic = rule.schedule.periodic
+    done = notice_key(rule.key, None, "done:" + occ.period)
+    if periodic and ctx.session.exec(select(Notice.id).where(Notice.key == done)).first() is not None:
+        return base
+    ctx.school = school
+    run = RuleRun(ctx, rule, school, params, occ, days_off=off)
+    rule.fn(run)
+    people = len(run.reached)
+    if run.deferred:
+        return replace(base, status=RunNowStatus.QUIET, sent=run.notified, people=people)
+    if periodic and (run.notified or occ.at <= now):
+        ctx.session.add(Notice(key=done, school_id=school_id, rule=rule.key, period=occ.period,
+                               status=NoticeStatus.DONE, created_at=ctx.now, sent_at=ctx.now))
+        ctx.session.flush()
+    ctx.audit("calendar.rule_run_now", f"rule:{rule.key}", period=occ.period, sent=run.notified, people=people)
+    log.info("rule %s period %s run now: %d notices", rule.key, occ.period, run.notified)
+    return replace(base, status=RunNowStatus.SENT, sent=run.notified, people=people)
+
+
+async def run_now(dispatcher: Dispatcher, school_id: int, rule_key: str, *, person_id: int | None = None,
+                  channel: str = "console") -> RunNowResult:
+    """:func:`run_rule_now` in a unit of its own (the console); its notices go out through the fan-out
+    as the scheduler's do. Two requests at once (or one with the scheduler's tick) cannot both write a
+    key: the loser's unit fails on the unique key and is run again, finding the period done."""
+    from sqlalchemy.exc import IntegrityError
+
+    out: list[RunNowResult] = []
+
+    def unit(ctx: Ctx) -> None:
+        out.append(run_rule_now(ctx, school_id, rule_key))
+
+    for attempt in range(2):
+        out.clear()
+        try:
+            await dispatcher.run_unit(unit, person_id=person_id, channel=channel, school_id=school_id)
+            break
+        except IntegrityError:
+            if attempt:
+                raise
+    return out[-1]
+
+
+@dataclass(frozen=True)
+class RuleStatus:
+    """One rule of a school as the console's *Lịch nhắc việc* page shows it."""
+
+    key: str
+    title: str                   # msgid
+    schedule: str                # in words, translated
+    enabled: bool
+    periodic: bool
+    regulation: str
+    roles: tuple[str, ...]
+    params: dict[str, Any]
+    next_at: datetime | None     # local time
+    last_at: datetime | None     # when it last ran or sent something (UTC, from the notice records)
+    last_period: str             # the period of that run
+    last_sent: int               # notices of that period
+    period: str                  # the period now falls in ("" for a rule keeping its own deadlines)
+    done_this_period: bool       # "Chạy ngay" would send nothing
+
+
+def rule_status(session: Session, registry: Any, school_id: int, now: datetime, tr: Translator,
+                *, history_days: int = 400) -> list[RuleStatus]:
+    """Every rule of the registry for one school, in calendar order: schedule in words, on/off, next
+    run, last run and what it sent (from the ``notice`` rows of the last ``history_days``). A few
+    grouped queries whatever the number of rules. ``now`` is aware (any zone)."""
+    from sqlalchemy import func
+
+    school = session.get(School, school_id)
+    if school is None:
+        return []
+    local = now.astimezone(tr.tz)
+    off = school_days_off(school.settings)
+    rules = sorted(registry.rules.values(), key=lambda r: (r.order, r.key))
+    settings = {r.rule: r for r in session.exec(select(RuleSetting).where(RuleSetting.school_id == school_id))}
+    since = now - timedelta(days=history_days)
+    last: dict[str, tuple[datetime, str, int]] = {}
+    rows = session.exec(select(Notice.rule, Notice.period, func.max(Notice.created_at), func.count(col(Notice.person_id)))
+                        .where(Notice.school_id == school_id, col(Notice.created_at) >= since)
+                        .group_by(col(Notice.rule), col(Notice.period))).all()
+    for rule_key, period_, when, count in rows:
+        if rule_key not in last or when > last[rule_key][0]:
+            last[rule_key] = (when, period_, int(count))
+    periods: dict[str, str] = {}
+    info: list[tuple[Rule, bool, dict[str, Any]]] = []
+    for rule in rules:
+        row = settings.get(rule.key)
+        enabled = row.enabled if row is not None else rule.enabled
+        params = {**rule.schedule.defaults, **(row.params if row is not None else {})}
+        info.append((rule, enabled, params))
+        occ = rule.schedule.period_now(local, params, off) if rule.schedule.periodic else None
+        if occ is not None:
+            periods[rule.key] = occ.period
+    done_keys = {notice_key(k, None, "done:" + p): k for k, p in periods.items()}
+    done = set()
+    if done_keys:
+        done = {done_keys[k] for k in session.exec(select(Notice.key).where(col(Notice.key).in_(list(done_keys))))}
+    out = []
+    for rule, enabled, params in info:
+        at: datetime | None = None
+        period, n = "", 0
+        if rule.key in last:
+            at, period, n = last[rule.key]
+        out.append(RuleStatus(
+            key=rule.key, title=rule.title, schedule=rule.schedule.describe(tr, params), enabled=enabled,
+            periodic=rule.schedule.periodic, regulation=rule.regulation,
+            roles=tuple(params.get("roles") or rule.roles), params=params,
+            next_at=rule.schedule.next_at(local, params, off) if enabled else None,
+            last_at=at, last_period=period if rule.schedule.periodic else "",
+            last_sent=n, period=periods.get(rule.key, ""), done_this_period=rule.key in done))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,5 +982,6 @@ class Scheduler:
 
 
 __all__ = ["Continuous", "DailyAt", "EveryNDays", "Leadership", "Monthly", "Notice", "Occurrence", "Quarterly",
-           "Rule", "RuleRun", "Schedule", "Scheduler", "TICK_JOBS", "Weekly", "in_quiet_hours", "notice_key",
-           "queue_notice", "release_held", "rule_params", "run_rule", "set_rule", "N_"]
+           "Rule", "RuleRun", "RuleStatus", "RunNowResult", "RunNowStatus", "Schedule", "Scheduler", "TICK_JOBS",
+           "Weekly", "in_quiet_hours", "notice_key", "queue_notice", "release_held", "rule_params", "rule_status",
+           "run_now", "run_rule", "run_rule_now", "set_rule", "N_"]

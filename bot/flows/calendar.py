@@ -13,6 +13,7 @@ stateDiagram-v2
     view --> pick: ⚙️ Cài đặt (principal)
     pick --> rule: a rule
     rule --> rule: Bật / Tắt
+    rule --> rule: Chạy ngay (this period's occurrence now, once)
     rule --> day: Đổi ngày
     rule --> hour: Đổi giờ
     rule --> roles: Người nhận
@@ -52,6 +53,7 @@ from bot.engine.reminders import (
     Weekly,
     release_held,
     rule_params,
+    run_rule_now,
     set_rule,
 )
 from bot.i18n import N_, Translator
@@ -195,6 +197,8 @@ def _rule_screen(ctx: Ctx, rule: Rule, note: str = "") -> Step:
     enabled, params = rule_params(ctx.session, ctx.school.id or 0, rule)
     text = (note + "\n" if note else "") + _line(ctx, rule, enabled, params, with_roles=True)
     buttons: list[Button] = [choice(ctx.t("⏸ Switch off") if enabled else ctx.t("▶️ Switch on"), "toggle")]
+    if enabled:
+        buttons.append(choice(ctx.t("▶️ Run now"), "run"))
     sched = rule.schedule
     if isinstance(sched, Monthly | Quarterly | Weekly | EveryNDays):
         buttons.append(choice(ctx.t("📆 Change the day"), "day"))
@@ -216,6 +220,11 @@ def rule_(ctx: Ctx, msg: Inbound) -> Step:
         return Step.done(Reply(ctx.t("Only the principal can change the school's reminder calendar.")))
     if value == "back":
         return _pick(ctx)
+    if value == "run":
+        # this period's occurrence, under the scheduler's keys (never twice); the rule comes from the
+        # conversation's draft and the principal check above, never from the payload
+        result = run_rule_now(ctx, ctx.school.id or 0, rule.key)
+        return _rule_screen(ctx, rule, result.message(ctx.tr, quiet=ctx.settings.quiet_window()))
     if value == "toggle":
         enabled, _ = rule_params(ctx.session, ctx.school.id or 0, rule)
         set_rule(ctx, ctx.school.id or 0, rule, enabled=not enabled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.channels.admin.access import CONSOLE_ROLES
 from bot.core import Button, Ctx, Handler, Registry, Reply, Step, keyboard
 from bot.engine import approvals
 from bot.i18n import N_
@@ -32,6 +33,8 @@ def menu_reply(ctx: Ctx, text: str | None = None) -> Reply:
     waiting = approvals.count_pending(ctx.session, person, ctx.today())
     if waiting:  # first: what waits for a decision (also when its card was never received)
         buttons.insert(0, Button(ctx.t("📋 Waiting for your decision ({n})", n=waiting), f"{MENU_PREFIX}:{PENDING}"))
+    if person.has_role(*CONSOLE_ROLES):  # the web console's login link (/dangnhap)
+        buttons.append(Button(ctx.t("🖥 School console"), "adm:login"))
     buttons.append(Button(ctx.t("❓ Help"), f"{MENU_PREFIX}:help"))
     return Reply(text or ctx.t("What would you like to do?"), buttons=keyboard(*buttons, per_row=2))
 
