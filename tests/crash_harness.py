@@ -22,13 +22,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
+from bot.config import Settings
 from storage.db import Database
 from tests.fakes.telegram_server import BotApiError, ChatMessage, FakeTelegram, StoredFile
 
@@ -211,4 +213,27 @@ def hold_writes(db: Database) -> Iterator[None]:
             c.rollback()
 
 
-__all__ = ["BotProcess", "GatedTelegram", "hold_writes", "process_group_members"]
+# -- fixtures shared by the tests that run the bot as a real process ----------------------------------
+# (imported by those test modules: ``from tests.crash_harness import bot, fake``)
+@pytest.fixture
+async def fake() -> AsyncIterator[GatedTelegram]:
+    """The gated fake Bot API on 127.0.0.1, stopped at the end."""
+    f = GatedTelegram()
+    await f.start()
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
+@pytest.fixture
+async def bot(fake: GatedTelegram, settings: Settings, db_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """The bot process (not started yet) on the test database; killed at the end whatever happens."""
+    proc = BotProcess(fake, database_url=db_url, data_dir=settings.data_dir, workdir=tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+__all__ = ["BotProcess", "GatedTelegram", "bot", "fake", "hold_writes", "process_group_members"]

@@ -19,7 +19,7 @@ Runs on SQLite and (with ``TEST_DATABASE_URL``) PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from storage.models import (
     utcnow,
 )
 from storage.people import link_identity
-from tests.crash_harness import BotProcess, GatedTelegram, hold_writes, process_group_members
+from tests.crash_harness import BotProcess, GatedTelegram, bot, fake, hold_writes, process_group_members  # noqa: F401 (fixtures)
 from tests.fakes.telegram_server import ChatMessage
 from tests.helpers import make_person, make_school
 
@@ -68,26 +68,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime]:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=18)
     make_archive(root, "cong", start, 16 * 60, segment_seconds=60, fps=2)
     return root, start
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[GatedTelegram]:
-    f = GatedTelegram()
-    await f.start()
-    try:
-        yield f
-    finally:
-        await f.stop()
-
-
-@pytest.fixture
-async def bot(fake: GatedTelegram, settings: Settings, db_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    """The bot process (not started yet) on the test database; killed at the end whatever happens."""
-    proc = BotProcess(fake, database_url=db_url, data_dir=settings.data_dir, workdir=tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 _RULE_KEYS: list[str] = []

@@ -20,47 +20,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from bot.config import Settings
 from bot.core import Sender, load_registry
 from bot.flows.equipment.models import EquipmentItem, RepairRequest
 from storage.db import Database
 from storage.models import OutboxMessage, RuleSetting, SentMessage, utcnow
 from storage.people import link_identity
-from tests.crash_harness import BotProcess, GatedTelegram
+from tests.crash_harness import BotProcess, GatedTelegram, bot, fake  # noqa: F401 (fixtures)
 from tests.fakes.telegram_server import ApiCall, ChatMessage
 from tests.helpers import make_person, make_school
 
 #: the Bot API calls of the approval's unit (edit of the card, four messages)
 CALLS = 5
 SENT = ("sendmessage", "editmessagetext")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[GatedTelegram]:
-    f = GatedTelegram()
-    await f.start()
-    try:
-        yield f
-    finally:
-        await f.stop()
-
-
-@pytest.fixture
-async def bot(fake: GatedTelegram, settings: Settings, db_url: str, tmp_path: Path) -> AsyncIterator[BotProcess]:
-    proc = BotProcess(fake, database_url=db_url, data_dir=settings.data_dir, workdir=tmp_path)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @dataclass(frozen=True)

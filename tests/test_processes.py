@@ -44,7 +44,7 @@ from bot.i18n import Translator
 from storage.db import Database
 from storage.models import Conversation, Notice, NoticeStatus, RuleSetting, School, utcnow
 from storage.people import link_identity
-from tests.crash_harness import ROOT, START_TIMEOUT, BotProcess, GatedTelegram
+from tests.crash_harness import ROOT, START_TIMEOUT, BotProcess, GatedTelegram, fake  # noqa: F401 (fixture)
 from tests.fakes.telegram_server import ChatMessage
 from tests.helpers import make_person, make_school
 
@@ -114,16 +114,6 @@ class WebhookBot(BotProcess):
             await self.http.close()
             self.http = None
         self.stop()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[GatedTelegram]:
-    f = GatedTelegram()
-    await f.start()
-    try:
-        yield f
-    finally:
-        await f.stop()
 
 
 @pytest.fixture

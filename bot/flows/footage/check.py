@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from bot.flows.footage.models import Camera
 from bot.i18n import N_, Translator
+from media.recordings import Interval
 
 if TYPE_CHECKING:
     from media.recordings import FolderSource, NvrSource, Segment
@@ -91,14 +92,8 @@ class Problem:
     detail: str = ""  # a folder, an environment variable's name, host:port — never a secret
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
-    start: datetime
-    end: datetime
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start).total_seconds()
+#: a stretch of the window with no recording (the recordings module's interval, with ``seconds``)
+Gap = Interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +196,7 @@ def _check_folder(base: SourceReport, source: FolderSource, code: str, start: da
         problems.append(Problem("no_recordings"))
     if damaged:
         problems.append(Problem("segment_corrupt"))
-    gaps = tuple(Gap(g.start, g.end) for g in cov.gaps)
+    gaps = tuple(cov.gaps)
     recorded = cov.covered_seconds
     if cut_off:  # what a cut-off file claims to hold is not counted: the gaps come from the whole files
         gaps, recorded = _gaps(segs, start, end, source.gap_tolerance)
